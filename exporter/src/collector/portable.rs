@@ -1,0 +1,1 @@
+//! Portable collectors for non-Linux hosts, through `sysinfo`. TO BE WRITTEN.
