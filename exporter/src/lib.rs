@@ -1,5 +1,192 @@
 //! Heimdall's exporter: node_exporter-compatible host metrics over HTTP.
+//!
+//! Metric names, labels, types, help texts and values are node_exporter's (1.x), so stock
+//! dashboards and alert rules work unchanged; node_exporter's own fixture trees and golden
+//! output are the compatibility proof (`tests/compat/golden.sh`). Heimdall's extras are
+//! prefixed `heimdall_`.
+//!
+//! # Layout
+//! - [`collector`]: the [`Collector`](collector::Collector) trait, [`Paths`](collector::Paths),
+//!   per-collector options and the one list of collectors (`collector/<name>.rs` each).
+//! - [`exposition`]: the 0.0.4 / OpenMetrics writer and the allocation-free [`Sink`](exposition::Sink).
+//! - [`scrape`]: runs the enabled collectors concurrently, each under a timeout, and adds
+//!   `node_scrape_collector_*` and `heimdall_exporter_build_info`.
+//! - [`server`]: axum routes (`/metrics`, `/health`, `/`), concurrency limit, TLS, graceful shutdown.
+//! - [`web`]: exporter-toolkit web config (TLS, bcrypt basic auth), bearer keys, failure limiter.
+//! - [`config`]: flags (node_exporter's names), `HEIMDALL_EXPORTER_*` env vars, TOML file.
+//!
+//! # Use
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = heimdall_exporter::config::parse_from(["heimdall-exporter", "--web.listen-address=127.0.0.1:0"])?;
+//! let exporter = heimdall_exporter::Exporter::bind(&config)?;
+//! println!("listening on {}", exporter.local_addr());
+//! exporter.run(tokio_util::sync::CancellationToken::new()).await?;
+//! # Ok(()) }
+//! ```
 
 pub mod collector;
 pub mod config;
 pub mod exposition;
+pub mod scrape;
+pub mod server;
+pub mod web;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::scrape::Scraper;
+use crate::server::AppState;
+use crate::web::WebSettings;
+
+/// Why the exporter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Collector(#[from] collector::BuildError),
+    #[error(transparent)]
+    Web(#[from] web::WebConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A bound, ready-to-serve exporter.
+#[derive(Debug)]
+pub struct Exporter {
+    state: Arc<AppState>,
+    listener: std::net::TcpListener,
+}
+
+impl Exporter {
+    /// Builds the collectors, loads the web config and binds the listen address.
+    pub fn bind(config: &Config) -> Result<Self, StartError> {
+        let cli = &config.cli;
+        let scraper = Scraper::new(
+            &config.enabled,
+            &cli.collectors,
+            config.paths(),
+            cli.collector_timeout,
+        )?;
+        let web = WebSettings::load(cli.web_config_file.as_deref(), cli.bearer_token_file.as_deref())?;
+        let listener = std::net::TcpListener::bind(cli.listen_address).map_err(|source| StartError::Bind {
+            addr: cli.listen_address,
+            source,
+        })?;
+        let state = Arc::new(AppState::new(
+            scraper,
+            web,
+            cli.telemetry_path.clone(),
+            cli.max_requests,
+        ));
+        Ok(Self { state, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// `http` or `https`, as clients must use it.
+    pub fn scheme(&self) -> &'static str {
+        if self.state.web.tls.is_some() { "https" } else { "http" }
+    }
+
+    pub fn collectors(&self) -> Vec<&'static str> {
+        self.state.scraper.names().collect()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight requests.
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        server::serve(self.listener, self.state, shutdown).await
+    }
+}
+
+/// Resolves when the process gets SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Installs the `tracing` subscriber: `RUST_LOG` if set, else `level`.
+pub fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The whole `heimdall-exporter` program, also run by `heimdall exporter ARGS…`:
+/// `args` starts with the program name.
+pub async fn main_with_args<I, T>(args: I) -> std::process::ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let config = match config::parse_from(args) {
+        Ok(c) => c,
+        Err(config::ConfigError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("heimdall-exporter: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_tracing(&config.cli.log_level);
+    let exporter = match Exporter::bind(&config) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("heimdall-exporter: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    tracing::info!(
+        address = %exporter.local_addr(),
+        scheme = exporter.scheme(),
+        collectors = ?exporter.collectors(),
+        "heimdall-exporter listening"
+    );
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        trigger.cancel();
+    });
+    match exporter.run(shutdown).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("heimdall-exporter: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
