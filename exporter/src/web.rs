@@ -294,7 +294,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Standard base64 with padding (RFC 4648), as HTTP basic auth uses it.
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let s = s.as_bytes();
-    if s.len() % 4 != 0 || s.len() > 8192 {
+    if !s.len().is_multiple_of(4) || s.len() > 8192 {
         return None;
     }
     let val = |c: u8| -> Option<u32> {

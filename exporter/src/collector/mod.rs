@@ -64,6 +64,7 @@ mod vmstat;
 
 #[cfg(not(target_os = "linux"))]
 mod portable;
+mod portable_map;
 
 /// A source of metrics, run once per scrape on a blocking thread.
 pub trait Collector: Send + Sync {
@@ -298,6 +299,15 @@ pub struct CollectorOptions {
     #[arg(long = "collector.vmstat.fields", env = "HEIMDALL_EXPORTER_COLLECTOR_VMSTAT_FIELDS",
           default_value = "^(oom_kill|pgpg|pswp|pg.*fault).*", value_parser = regex)]
     pub vmstat_fields: Regex,
+
+    /// Regexp of hwmon sensor to include (mutually exclusive to sensor-exclude). Matched
+    /// against `<chip>;<sensor>`, e.g. `platform_coretemp_0;temp3`.
+    #[arg(long = "collector.hwmon.sensor-include", env = "HEIMDALL_EXPORTER_COLLECTOR_HWMON_SENSOR_INCLUDE", value_parser = regex)]
+    pub hwmon_sensor_include: Option<Regex>,
+    /// Regexp of hwmon sensor to exclude (mutually exclusive to sensor-include). Matched
+    /// against `<chip>;<sensor>`.
+    #[arg(long = "collector.hwmon.sensor-exclude", env = "HEIMDALL_EXPORTER_COLLECTOR_HWMON_SENSOR_EXCLUDE", value_parser = regex)]
+    pub hwmon_sensor_exclude: Option<Regex>,
 }
 
 impl Default for CollectorOptions {
@@ -338,7 +348,7 @@ mod tests {
     fn defaults_parse() {
         let o = CollectorOptions::default();
         assert!(o.cpu_guest);
-        assert!(o.filesystem_fs_types_exclude.is_match("tmpfs") == false);
+        assert!(!o.filesystem_fs_types_exclude.is_match("tmpfs"));
         assert!(o.filesystem_fs_types_exclude.is_match("sysfs"));
         assert!(o.filesystem_mount_points_exclude.is_match("/proc/sys"));
         assert!(o.diskstats_device_exclude.is_match("sda1"));
