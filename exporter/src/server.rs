@@ -242,6 +242,7 @@ pub async fn serve(
         })
     };
     let result = match tls {
+        #[cfg(feature = "tls")]
         Some((cert, key)) => {
             let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
                 .await
@@ -256,6 +257,10 @@ pub async fn serve(
                 .serve(app)
                 .await
         }
+        #[cfg(not(feature = "tls"))]
+        Some(_) => Err(std::io::Error::other(
+            "this build has no TLS support (cargo feature \"tls\")",
+        )),
         None => axum_server::from_tcp(listener)?.handle(handle).serve(app).await,
     };
     watcher.abort();
