@@ -13,7 +13,8 @@ fn main() {
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
     };
-    let revision = run("git", &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let revision =
+        run("git", &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let rustc_version = run(&rustc, &["--version"])
         .and_then(|v| v.split_whitespace().nth(1).map(str::to_owned))

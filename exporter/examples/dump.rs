@@ -50,7 +50,11 @@ fn main() -> anyhow::Result<()> {
     }
     let refs: Vec<&Sink> = sinks.iter().collect();
     let mut out = Vec::new();
-    let format = if args.openmetrics { Format::OpenMetrics } else { Format::Text };
+    let format = if args.openmetrics {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    };
     encode(&refs, format, &mut out);
     use std::io::Write;
     std::io::stdout().write_all(&out)?;

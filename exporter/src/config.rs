@@ -45,7 +45,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "d" => n * 86400.0,
             "w" => n * 7.0 * 86400.0,
             "y" => n * 365.0 * 86400.0,
-            u => return Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m, h, d, w, y)")),
+            u => {
+                return Err(format!(
+                    "{s:?}: unknown unit {u:?} (use ms, s, m, h, d, w, y)"
+                ));
+            }
         };
         total += Duration::from_secs_f64(secs);
         rest = &rest[unit_end..];
@@ -60,10 +64,13 @@ pub const ENV_PREFIX: &str = "HEIMDALL_EXPORTER_";
 /// The environment variable for a flag's long name.
 pub fn env_name(long: &str) -> String {
     let mut s = String::from(ENV_PREFIX);
-    s.extend(
-        long.chars()
-            .map(|c| if c == '.' || c == '-' { '_' } else { c.to_ascii_uppercase() }),
-    );
+    s.extend(long.chars().map(|c| {
+        if c == '.' || c == '-' {
+            '_'
+        } else {
+            c.to_ascii_uppercase()
+        }
+    }));
     s
 }
 
@@ -93,25 +100,51 @@ pub struct Cli {
     pub web_config_file: Option<PathBuf>,
     /// File with bearer API keys, one per line ('#' comments); requests must then carry
     /// `Authorization: Bearer <key>` (or valid basic auth from the web config).
-    #[arg(long = "web.bearer-token-file", env = "HEIMDALL_EXPORTER_WEB_BEARER_TOKEN_FILE")]
+    #[arg(
+        long = "web.bearer-token-file",
+        env = "HEIMDALL_EXPORTER_WEB_BEARER_TOKEN_FILE"
+    )]
     pub bearer_token_file: Option<PathBuf>,
     /// Maximum number of parallel scrape requests; excess requests get 503 at once. 0 disables the limit.
-    #[arg(long = "web.max-requests", env = "HEIMDALL_EXPORTER_WEB_MAX_REQUESTS", default_value_t = 40)]
+    #[arg(
+        long = "web.max-requests",
+        env = "HEIMDALL_EXPORTER_WEB_MAX_REQUESTS",
+        default_value_t = 40
+    )]
     pub max_requests: usize,
     /// procfs mountpoint.
-    #[arg(long = "path.procfs", env = "HEIMDALL_EXPORTER_PATH_PROCFS", default_value = "/proc")]
+    #[arg(
+        long = "path.procfs",
+        env = "HEIMDALL_EXPORTER_PATH_PROCFS",
+        default_value = "/proc"
+    )]
     pub procfs: PathBuf,
     /// sysfs mountpoint.
-    #[arg(long = "path.sysfs", env = "HEIMDALL_EXPORTER_PATH_SYSFS", default_value = "/sys")]
+    #[arg(
+        long = "path.sysfs",
+        env = "HEIMDALL_EXPORTER_PATH_SYSFS",
+        default_value = "/sys"
+    )]
     pub sysfs: PathBuf,
     /// rootfs mountpoint.
-    #[arg(long = "path.rootfs", env = "HEIMDALL_EXPORTER_PATH_ROOTFS", default_value = "/")]
+    #[arg(
+        long = "path.rootfs",
+        env = "HEIMDALL_EXPORTER_PATH_ROOTFS",
+        default_value = "/"
+    )]
     pub rootfs: PathBuf,
     /// udev data path.
-    #[arg(long = "path.udev.data", env = "HEIMDALL_EXPORTER_PATH_UDEV_DATA", default_value = "/run/udev/data")]
+    #[arg(
+        long = "path.udev.data",
+        env = "HEIMDALL_EXPORTER_PATH_UDEV_DATA",
+        default_value = "/run/udev/data"
+    )]
     pub udev_data: PathBuf,
     /// Set all collectors to disabled by default; enable them one by one with --collector.<name>.
-    #[arg(long = "collector.disable-defaults", env = "HEIMDALL_EXPORTER_COLLECTOR_DISABLE_DEFAULTS")]
+    #[arg(
+        long = "collector.disable-defaults",
+        env = "HEIMDALL_EXPORTER_COLLECTOR_DISABLE_DEFAULTS"
+    )]
     pub disable_defaults: bool,
     /// How long one collector may take before the scrape goes on without it (reported as
     /// node_scrape_collector_success 0).
@@ -184,7 +217,11 @@ pub fn command() -> clap::Command {
                     .help(format!(
                         "Enable the {} collector (default: {}).",
                         reg.name,
-                        if reg.enabled_by_default { "enabled" } else { "disabled" }
+                        if reg.enabled_by_default {
+                            "enabled"
+                        } else {
+                            "disabled"
+                        }
                     ))
                     .help_heading("Collectors"),
             )
@@ -255,7 +292,9 @@ fn file_args(
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| err(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| err(e.to_string()))?;
     let mut flat = Vec::new();
     flatten("", &table, &mut flat);
     let mut out = Vec::new();
@@ -269,7 +308,9 @@ fn file_args(
             )));
         };
         if key == "config.file" {
-            return Err(err("\"config.file\" cannot be set from the config file".into()));
+            return Err(err(
+                "\"config.file\" cannot be set from the config file".into()
+            ));
         }
         let on_command_line = argv.iter().skip(1).any(|a| {
             let a = a.to_string_lossy();
@@ -367,7 +408,10 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(parse_listen_address(":9090").unwrap(), "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(
+            parse_listen_address(":9090").unwrap(),
+            "0.0.0.0:9090".parse().unwrap()
+        );
         assert_eq!(
             parse_listen_address("127.0.0.1:0").unwrap(),
             "127.0.0.1:0".parse().unwrap()
@@ -402,7 +446,11 @@ mod tests {
     #[test]
     fn bad_values_name_the_flag() {
         let e = parse_from(["x", "--collector.filesystem.mount-points-exclude", "("]).unwrap_err();
-        assert!(e.to_string().contains("collector.filesystem.mount-points-exclude"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("collector.filesystem.mount-points-exclude"),
+            "{e}"
+        );
         let e = parse_from(["x", "--web.listen-address", "nope"]).unwrap_err();
         assert!(e.to_string().contains("web.listen-address"), "{e}");
         let e = parse_from(["x", "--collector.timeout", "5"]).unwrap_err();
@@ -436,10 +484,14 @@ procfs = "/somewhere/proc"
         assert!(!cfg.enabled.iter().any(|r| r.name == "cpu"));
 
         std::fs::write(&path, "\"web.listen-adress\" = \":1\"\n").unwrap();
-        let e = parse_from(["x", "--config.file", p]).unwrap_err().to_string();
+        let e = parse_from(["x", "--config.file", p])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown key \"web.listen-adress\""), "{e}");
         std::fs::write(&path, "\"web.max-requests\" = \"many\"\n").unwrap();
-        let e = parse_from(["x", "--config.file", p]).unwrap_err().to_string();
+        let e = parse_from(["x", "--config.file", p])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("web.max-requests"), "{e}");
     }
 }

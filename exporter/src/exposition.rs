@@ -211,9 +211,13 @@ impl Sink {
     /// Iterates `(family name, labels rendered as `a="b",c="d"`, value)`, unsorted. For tests
     /// and the health page; the hot path is [`encode`].
     pub fn samples(&self) -> impl Iterator<Item = (&str, &str, f64)> + '_ {
-        self.records
-            .iter()
-            .map(|r| (&*self.families[r.family as usize].name, self.labels(r), r.value))
+        self.records.iter().map(|r| {
+            (
+                &*self.families[r.family as usize].name,
+                self.labels(r),
+                r.value,
+            )
+        })
     }
 }
 
@@ -230,7 +234,10 @@ fn render_labels(arena: &mut String, labels: &[(&str, &str)]) {
 }
 
 fn escape_into(out: &mut String, s: &str, quote: bool) {
-    if !s.bytes().any(|b| b == b'\\' || b == b'\n' || (quote && b == b'"')) {
+    if !s
+        .bytes()
+        .any(|b| b == b'\\' || b == b'\n' || (quote && b == b'"'))
+    {
         out.push_str(s);
         return;
     }
@@ -496,7 +503,12 @@ mod tests {
         );
         a.counter("z_total", "ignored", &[("cpu", "0"), ("mode", "idle")], 1.0);
         let mut b = Sink::new();
-        b.gauge("a_info", "Has \\ and\nnewline.", &[("v", "q\"x\\y\nz")], 1.0);
+        b.gauge(
+            "a_info",
+            "Has \\ and\nnewline.",
+            &[("v", "q\"x\\y\nz")],
+            1.0,
+        );
         b.untyped("m", "", &[], 0.5);
         let mut out = Vec::new();
         encode(&[&a, &b], Format::Text, &mut out);
@@ -539,14 +551,19 @@ mod tests {
         encode(&[&a, &b], Format::Text, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.matches("g{x=\"1\"}").count(), 1);
-        assert!(!text.contains("x=\"2\""), "second sink's family is dropped: {text}");
+        assert!(
+            !text.contains("x=\"2\""),
+            "second sink's family is dropped: {text}"
+        );
     }
 
     #[test]
     fn negotiation() {
         assert_eq!(Format::negotiate(None), Format::Text);
         assert_eq!(
-            Format::negotiate(Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")),
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            )),
             Format::OpenMetrics
         );
         assert_eq!(

@@ -73,11 +73,15 @@ impl Exporter {
             config.paths(),
             cli.collector_timeout,
         )?;
-        let web = WebSettings::load(cli.web_config_file.as_deref(), cli.bearer_token_file.as_deref())?;
-        let listener = std::net::TcpListener::bind(cli.listen_address).map_err(|source| StartError::Bind {
-            addr: cli.listen_address,
-            source,
-        })?;
+        let web = WebSettings::load(
+            cli.web_config_file.as_deref(),
+            cli.bearer_token_file.as_deref(),
+        )?;
+        let listener =
+            std::net::TcpListener::bind(cli.listen_address).map_err(|source| StartError::Bind {
+                addr: cli.listen_address,
+                source,
+            })?;
         let state = Arc::new(AppState::new(
             scraper,
             web,
@@ -95,7 +99,11 @@ impl Exporter {
 
     /// `http` or `https`, as clients must use it.
     pub fn scheme(&self) -> &'static str {
-        if self.state.web.tls.is_some() { "https" } else { "http" }
+        if self.state.web.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn collectors(&self) -> Vec<&'static str> {

@@ -72,7 +72,9 @@ impl BuildInfo {
 pub enum FilterError {
     #[error("couldn't create filtered metrics handler: collector {0:?} not available")]
     Unknown(String),
-    #[error("couldn't create filtered metrics handler: combined collect and exclude queries are not allowed")]
+    #[error(
+        "couldn't create filtered metrics handler: combined collect and exclude queries are not allowed"
+    )]
     Combined,
 }
 
@@ -114,7 +116,11 @@ impl Scraper {
     }
 
     /// Resolves node_exporter's `collect[]` / `exclude[]` parameters to entry indices.
-    pub fn select(&self, collect: &[String], exclude: &[String]) -> Result<Vec<usize>, FilterError> {
+    pub fn select(
+        &self,
+        collect: &[String],
+        exclude: &[String],
+    ) -> Result<Vec<usize>, FilterError> {
         if !collect.is_empty() && !exclude.is_empty() {
             return Err(FilterError::Combined);
         }
@@ -138,7 +144,9 @@ impl Scraper {
         for name in exclude {
             skip.push(index(name)?);
         }
-        Ok((0..self.entries.len()).filter(|i| !skip.contains(i)).collect())
+        Ok((0..self.entries.len())
+            .filter(|i| !skip.contains(i))
+            .collect())
     }
 
     /// Runs the selected collectors and writes the exposition into `out`.
@@ -147,7 +155,9 @@ impl Scraper {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        let runs = selected.iter().map(|&i| self.run_one(&self.entries[i], started_at));
+        let runs = selected
+            .iter()
+            .map(|&i| self.run_one(&self.entries[i], started_at));
         let results = futures_util::future::join_all(runs).await;
 
         let mut framework = Sink::new();

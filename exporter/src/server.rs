@@ -44,7 +44,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(scraper: Scraper, web: WebSettings, telemetry_path: String, max_requests: usize) -> Self {
+    pub fn new(
+        scraper: Scraper,
+        web: WebSettings,
+        telemetry_path: String,
+        max_requests: usize,
+    ) -> Self {
         Self {
             scraper,
             web,
@@ -67,7 +72,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(metrics)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/health", get(health))
-        .layer(middleware::from_fn_with_state(state.clone(), common_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            common_headers,
+        ))
         .with_state(state)
 }
 
@@ -77,7 +85,10 @@ async fn common_headers(State(state): State<Arc<AppState>>, req: Request, next: 
     }
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     for (k, v) in &state.web.headers {
         h.insert(k.clone(), v.clone());
     }
@@ -101,7 +112,8 @@ async fn authenticate(
             "too many failed authentication attempts; retry later\n",
         )
             .into_response();
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
         return r;
     }
     let header_value = req
@@ -261,7 +273,12 @@ pub async fn serve(
         Some(_) => Err(std::io::Error::other(
             "this build has no TLS support (cargo feature \"tls\")",
         )),
-        None => axum_server::from_tcp(listener)?.handle(handle).serve(app).await,
+        None => {
+            axum_server::from_tcp(listener)?
+                .handle(handle)
+                .serve(app)
+                .await
+        }
     };
     watcher.abort();
     result

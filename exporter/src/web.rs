@@ -160,7 +160,10 @@ impl WebSettings {
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                settings.auth.bearer_digests.push(digest(&[line.as_bytes()]));
+                settings
+                    .auth
+                    .bearer_digests
+                    .push(digest(&[line.as_bytes()]));
             }
             if settings.auth.bearer_digests.is_empty() {
                 return Err(WebConfigError::Invalid {
@@ -350,8 +353,7 @@ impl FailureLimiter {
         let map = lock(&self.clients);
         let (count, since) = map.get(&ip)?;
         let elapsed = since.elapsed();
-        (*count >= MAX_FAILURES && elapsed < WINDOW)
-            .then(|| (WINDOW - elapsed).as_secs().max(1))
+        (*count >= MAX_FAILURES && elapsed < WINDOW).then(|| (WINDOW - elapsed).as_secs().max(1))
     }
 
     pub fn record_failure(&self, ip: IpAddr) {
@@ -401,7 +403,11 @@ mod tests {
     async fn basic_and_bearer() {
         let dir = tempfile::tempdir().unwrap();
         let hash = bcrypt::hash("secret", 4).unwrap();
-        let cfg = write(dir.path(), "web.yml", &format!("basic_auth_users:\n  alice: '{hash}'\n"));
+        let cfg = write(
+            dir.path(),
+            "web.yml",
+            &format!("basic_auth_users:\n  alice: '{hash}'\n"),
+        );
         let keys = write(dir.path(), "keys", "# comment\nk-123\n");
         let s = WebSettings::load(Some(&cfg), Some(&keys)).unwrap();
         let a = &s.auth;
@@ -409,11 +415,23 @@ mod tests {
         assert_eq!(a.check(Some("Bearer k-123")).await, AuthOutcome::Allowed);
         assert_eq!(a.check(Some("Bearer k-124")).await, AuthOutcome::Denied);
         // alice:secret
-        assert_eq!(a.check(Some("Basic YWxpY2U6c2VjcmV0")).await, AuthOutcome::Allowed);
-        assert_eq!(a.check(Some("Basic YWxpY2U6c2VjcmV0")).await, AuthOutcome::Allowed);
+        assert_eq!(
+            a.check(Some("Basic YWxpY2U6c2VjcmV0")).await,
+            AuthOutcome::Allowed
+        );
+        assert_eq!(
+            a.check(Some("Basic YWxpY2U6c2VjcmV0")).await,
+            AuthOutcome::Allowed
+        );
         // alice:wrong, bob:secret
-        assert_eq!(a.check(Some("Basic YWxpY2U6d3Jvbmc=")).await, AuthOutcome::Denied);
-        assert_eq!(a.check(Some("Basic Ym9iOnNlY3JldA==")).await, AuthOutcome::Denied);
+        assert_eq!(
+            a.check(Some("Basic YWxpY2U6d3Jvbmc=")).await,
+            AuthOutcome::Denied
+        );
+        assert_eq!(
+            a.check(Some("Basic Ym9iOnNlY3JldA==")).await,
+            AuthOutcome::Denied
+        );
         assert_eq!(a.check(Some("Digest foo")).await, AuthOutcome::Denied);
     }
 
@@ -421,7 +439,10 @@ mod tests {
     fn rejects_bad_files_with_reasons() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
-            ("tls_server_config:\n  cert_file: c.pem\n", "both cert_file and key_file"),
+            (
+                "tls_server_config:\n  cert_file: c.pem\n",
+                "both cert_file and key_file",
+            ),
             ("basic_auth_users:\n  bob: plain\n", "not a bcrypt hash"),
             ("unknown_key: 1\n", "unknown field"),
             (

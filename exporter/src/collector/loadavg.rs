@@ -25,12 +25,12 @@ pub fn parse_loadavg(s: &str) -> Result<[f64; 3], CollectError> {
     let mut fields = s.split_ascii_whitespace();
     let mut out = [0.0; 3];
     for (i, slot) in out.iter_mut().enumerate() {
-        let f = fields
-            .next()
-            .ok_or_else(|| CollectError::parse("/proc/loadavg", format!("missing field {}", i + 1)))?;
-        *slot = f
-            .parse()
-            .map_err(|e| CollectError::parse("/proc/loadavg", format!("field {}: {f:?}: {e}", i + 1)))?;
+        let f = fields.next().ok_or_else(|| {
+            CollectError::parse("/proc/loadavg", format!("missing field {}", i + 1))
+        })?;
+        *slot = f.parse().map_err(|e| {
+            CollectError::parse("/proc/loadavg", format!("field {}: {f:?}: {e}", i + 1))
+        })?;
     }
     Ok(out)
 }
@@ -41,7 +41,10 @@ mod tests {
 
     #[test]
     fn parses_loadavg() {
-        assert_eq!(parse_loadavg("0.02 0.04 0.05 1/497 11947\n").unwrap(), [0.02, 0.04, 0.05]);
+        assert_eq!(
+            parse_loadavg("0.02 0.04 0.05 1/497 11947\n").unwrap(),
+            [0.02, 0.04, 0.05]
+        );
     }
 
     #[test]

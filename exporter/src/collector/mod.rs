@@ -232,7 +232,10 @@ pub struct CollectorOptions {
           default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub cpu_guest: bool,
     /// Enables metric node_cpu_info (and frequency, flags, bugs) from /proc/cpuinfo.
-    #[arg(long = "collector.cpu.info", env = "HEIMDALL_EXPORTER_COLLECTOR_CPU_INFO")]
+    #[arg(
+        long = "collector.cpu.info",
+        env = "HEIMDALL_EXPORTER_COLLECTOR_CPU_INFO"
+    )]
     pub cpu_info: bool,
     /// Filter the `flags` field in cpuInfo with a value that must be a regular expression.
     #[arg(long = "collector.cpu.info.flags-include", env = "HEIMDALL_EXPORTER_COLLECTOR_CPU_INFO_FLAGS_INCLUDE", value_parser = regex)]
@@ -275,7 +278,10 @@ pub struct CollectorOptions {
           default_value = "^$", value_parser = regex)]
     pub netclass_ignored_devices: Regex,
     /// Ignore devices where the speed is invalid. This will be the default behavior in 2.x.
-    #[arg(long = "collector.netclass.ignore-invalid-speed", env = "HEIMDALL_EXPORTER_COLLECTOR_NETCLASS_IGNORE_INVALID_SPEED")]
+    #[arg(
+        long = "collector.netclass.ignore-invalid-speed",
+        env = "HEIMDALL_EXPORTER_COLLECTOR_NETCLASS_IGNORE_INVALID_SPEED"
+    )]
     pub netclass_ignore_invalid_speed: bool,
 
     /// Regexp of net devices to include (mutually exclusive to device-exclude).
@@ -292,7 +298,10 @@ pub struct CollectorOptions {
     pub netstat_fields: Regex,
 
     /// Export softirq calls per vector.
-    #[arg(long = "collector.stat.softirq", env = "HEIMDALL_EXPORTER_COLLECTOR_STAT_SOFTIRQ")]
+    #[arg(
+        long = "collector.stat.softirq",
+        env = "HEIMDALL_EXPORTER_COLLECTOR_STAT_SOFTIRQ"
+    )]
     pub stat_softirq: bool,
 
     /// Regexp of fields to return for vmstat collector.
@@ -365,6 +374,9 @@ mod tests {
             udev_data: "/f/udev".into(),
         };
         assert_eq!(p.proc("net/dev"), PathBuf::from("/f/proc/net/dev"));
-        assert_eq!(p.root("/etc/os-release"), PathBuf::from("/f/etc/os-release"));
+        assert_eq!(
+            p.root("/etc/os-release"),
+            PathBuf::from("/f/etc/os-release")
+        );
     }
 }

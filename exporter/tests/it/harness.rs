@@ -44,7 +44,11 @@ pub async fn start_args(args: &[&str]) -> Running {
     let addr = exporter.local_addr();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(exporter.run(shutdown.clone()));
-    Running { addr, shutdown, task }
+    Running {
+        addr,
+        shutdown,
+        task,
+    }
 }
 
 /// Starts a server over hand-made collectors.
@@ -54,14 +58,23 @@ pub async fn start_with(
     max_requests: usize,
     web: WebSettings,
 ) -> Running {
-    let scraper = Scraper::new(regs, &CollectorOptions::default(), Paths::default(), timeout)
-        .expect("scraper");
+    let scraper = Scraper::new(
+        regs,
+        &CollectorOptions::default(),
+        Paths::default(),
+        timeout,
+    )
+    .expect("scraper");
     let state = Arc::new(AppState::new(scraper, web, "/metrics".into(), max_requests));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server::serve(listener, state, shutdown.clone()));
-    Running { addr, shutdown, task }
+    Running {
+        addr,
+        shutdown,
+        task,
+    }
 }
 
 pub fn client() -> reqwest::Client {
@@ -72,7 +85,9 @@ pub fn client() -> reqwest::Client {
 }
 
 pub fn data(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(rel)
 }
 
 /// A collector that emits one gauge after sleeping, to test timeouts and limits.

@@ -17,8 +17,14 @@ async fn text_format_by_default_and_openmetrics_on_request() {
         "text/plain; version=0.0.4; charset=utf-8"
     );
     let body = r.text().await.unwrap();
-    assert!(body.contains("# TYPE test_quick gauge\ntest_quick{k=\"v\"} 42\n"), "{body}");
-    assert!(body.contains("node_scrape_collector_success{collector=\"quick\"} 1\n"), "{body}");
+    assert!(
+        body.contains("# TYPE test_quick gauge\ntest_quick{k=\"v\"} 42\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("node_scrape_collector_success{collector=\"quick\"} 1\n"),
+        "{body}"
+    );
     assert!(body.contains("heimdall_exporter_build_info{"), "{body}");
     assert!(!body.contains("# EOF"));
 
@@ -64,32 +70,82 @@ async fn gzip_when_accepted() {
 
 #[tokio::test]
 async fn collect_and_exclude_filters() {
-    let s = harness::start_with(&[&QUICK, &FAILING], Duration::from_secs(5), 0, WebSettings::default()).await;
+    let s = harness::start_with(
+        &[&QUICK, &FAILING],
+        Duration::from_secs(5),
+        0,
+        WebSettings::default(),
+    )
+    .await;
     let c = client();
-    let body = c.get(s.url("/metrics?collect[]=quick")).send().await.unwrap().text().await.unwrap();
+    let body = c
+        .get(s.url("/metrics?collect[]=quick"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(body.contains("collector=\"quick\""));
     assert!(!body.contains("collector=\"failing\""), "{body}");
-    let body = c.get(s.url("/metrics?exclude%5B%5D=quick")).send().await.unwrap().text().await.unwrap();
+    let body = c
+        .get(s.url("/metrics?exclude%5B%5D=quick"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(!body.contains("collector=\"quick\""), "{body}");
     assert!(body.contains("collector=\"failing\""));
 
-    let r = c.get(s.url("/metrics?collect[]=nosuch")).send().await.unwrap();
+    let r = c
+        .get(s.url("/metrics?collect[]=nosuch"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("\"nosuch\" not available"));
-    let r = c.get(s.url("/metrics?collect[]=quick&exclude[]=failing")).send().await.unwrap();
+    let r = c
+        .get(s.url("/metrics?collect[]=quick&exclude[]=failing"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     s.stop().await;
 }
 
 #[tokio::test]
 async fn failing_collector_reports_zero_and_drops_partial_output() {
-    let s = harness::start_with(&[&QUICK, &FAILING], Duration::from_secs(5), 0, WebSettings::default()).await;
-    let body = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(body.contains("node_scrape_collector_success{collector=\"failing\"} 0\n"), "{body}");
+    let s = harness::start_with(
+        &[&QUICK, &FAILING],
+        Duration::from_secs(5),
+        0,
+        WebSettings::default(),
+    )
+    .await;
+    let body = client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("node_scrape_collector_success{collector=\"failing\"} 0\n"),
+        "{body}"
+    );
     assert!(body.contains("node_scrape_collector_success{collector=\"quick\"} 1\n"));
     assert!(!body.contains("test_partial"), "{body}");
-    let health: serde_json::Value =
-        client().get(s.url("/health")).send().await.unwrap().json().await.unwrap();
+    let health: serde_json::Value = client()
+        .get(s.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
     assert_eq!(health["collectors"]["failing"]["success"], false);
     assert!(
@@ -104,19 +160,64 @@ async fn failing_collector_reports_zero_and_drops_partial_output() {
 
 #[tokio::test]
 async fn hung_collector_cannot_hold_the_scrape() {
-    let s = harness::start_with(&[&QUICK, &HUNG], Duration::from_millis(200), 0, WebSettings::default()).await;
+    let s = harness::start_with(
+        &[&QUICK, &HUNG],
+        Duration::from_millis(200),
+        0,
+        WebSettings::default(),
+    )
+    .await;
     let c = client();
-    let body = c.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(body.contains("node_scrape_collector_success{collector=\"hung\"} 0\n"), "{body}");
+    let body = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("node_scrape_collector_success{collector=\"hung\"} 0\n"),
+        "{body}"
+    );
     assert!(body.contains("test_quick{k=\"v\"} 42\n"), "{body}");
     assert!(!body.contains("test_sleepy"));
     // While the first run is still stuck, the next scrape skips it instead of piling up threads.
-    let health: serde_json::Value = c.get(s.url("/health")).send().await.unwrap().json().await.unwrap();
-    assert!(health["collectors"]["hung"]["error"].as_str().unwrap().contains("timed out"));
-    let _ = c.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let health: serde_json::Value = c.get(s.url("/health")).send().await.unwrap().json().await.unwrap();
+    let health: serde_json::Value = c
+        .get(s.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(
-        health["collectors"]["hung"]["error"].as_str().unwrap().contains("still in progress"),
+        health["collectors"]["hung"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out")
+    );
+    let _ = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let health: serde_json::Value = c
+        .get(s.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        health["collectors"]["hung"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("still in progress"),
         "{health}"
     );
     s.stop().await;
@@ -126,13 +227,10 @@ async fn hung_collector_cannot_hold_the_scrape() {
 async fn excess_concurrent_scrapes_get_503() {
     let s = harness::start_with(&[&SLOW], Duration::from_secs(5), 1, WebSettings::default()).await;
     let c = client();
-    let (a, b) = tokio::join!(
-        c.get(s.url("/metrics")).send(),
-        async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            c.get(s.url("/metrics")).send().await
-        }
-    );
+    let (a, b) = tokio::join!(c.get(s.url("/metrics")).send(), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.get(s.url("/metrics")).send().await
+    });
     let mut codes = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
     codes.sort();
     assert_eq!(codes, [200, 503]);
@@ -147,18 +245,43 @@ async fn landing_page_links_metrics_and_health() {
     let r = client().get(s.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let body = r.text().await.unwrap();
-    assert!(body.contains("href=\"/metrics\"") && body.contains("href=\"/health\""), "{body}");
-    assert_eq!(client().get(s.url("/nope")).send().await.unwrap().status(), 404);
+    assert!(
+        body.contains("href=\"/metrics\"") && body.contains("href=\"/health\""),
+        "{body}"
+    );
+    assert_eq!(
+        client().get(s.url("/nope")).send().await.unwrap().status(),
+        404
+    );
     s.stop().await;
 }
 
 #[tokio::test]
 async fn real_collectors_on_this_host_via_flags() {
-    let s = harness::start_args(&["--web.telemetry-path=/m", "--collector.disable-defaults", "--collector.loadavg", "--collector.time"]).await;
+    let s = harness::start_args(&[
+        "--web.telemetry-path=/m",
+        "--collector.disable-defaults",
+        "--collector.loadavg",
+        "--collector.time",
+    ])
+    .await;
     let c = client();
-    let body = c.get(s.url("/m")).send().await.unwrap().text().await.unwrap();
-    assert!(body.contains("node_scrape_collector_success{collector=\"loadavg\"}"), "{body}");
-    assert!(body.contains("node_scrape_collector_success{collector=\"time\"}"), "{body}");
+    let body = c
+        .get(s.url("/m"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("node_scrape_collector_success{collector=\"loadavg\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("node_scrape_collector_success{collector=\"time\"}"),
+        "{body}"
+    );
     assert!(!body.contains("collector=\"cpu\""), "{body}");
     assert_eq!(c.get(s.url("/metrics")).send().await.unwrap().status(), 404);
     s.stop().await;

@@ -22,24 +22,52 @@ fn settings(yaml: &str, keys: Option<&str>) -> (tempfile::TempDir, WebSettings) 
 #[tokio::test]
 async fn auth_required_on_metrics_but_not_health() {
     let hash = bcrypt::hash("pw", 4).unwrap();
-    let (_dir, web) = settings(&format!("basic_auth_users:\n  prom: '{hash}'\n"), Some("key-1\n"));
+    let (_dir, web) = settings(
+        &format!("basic_auth_users:\n  prom: '{hash}'\n"),
+        Some("key-1\n"),
+    );
     let s = harness::start_with(&[&QUICK], Duration::from_secs(5), 0, web).await;
     let c = client();
     let r = c.get(s.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
     assert!(r.text().await.unwrap().contains("authentication required"));
     assert_eq!(c.get(s.url("/")).send().await.unwrap().status(), 401);
     assert_eq!(c.get(s.url("/health")).send().await.unwrap().status(), 200);
 
-    let ok = c.get(s.url("/metrics")).basic_auth("prom", Some("pw")).send().await.unwrap();
+    let ok = c
+        .get(s.url("/metrics"))
+        .basic_auth("prom", Some("pw"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     assert!(ok.text().await.unwrap().contains("test_quick"));
-    let ok = c.get(s.url("/metrics")).bearer_auth("key-1").send().await.unwrap();
+    let ok = c
+        .get(s.url("/metrics"))
+        .bearer_auth("key-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
-    let bad = c.get(s.url("/metrics")).bearer_auth("key-2").send().await.unwrap();
+    let bad = c
+        .get(s.url("/metrics"))
+        .bearer_auth("key-2")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 401);
-    let bad = c.get(s.url("/metrics")).basic_auth("prom", Some("nope")).send().await.unwrap();
+    let bad = c
+        .get(s.url("/metrics"))
+        .basic_auth("prom", Some("nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 401);
     s.stop().await;
 }
@@ -51,7 +79,12 @@ async fn repeated_failures_are_throttled() {
     let c = client();
     let mut saw_429 = false;
     for _ in 0..8 {
-        let r = c.get(s.url("/metrics")).bearer_auth("wrong").send().await.unwrap();
+        let r = c
+            .get(s.url("/metrics"))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
         match r.status().as_u16() {
             401 => {}
             429 => {
@@ -64,7 +97,12 @@ async fn repeated_failures_are_throttled() {
     }
     assert!(saw_429, "brute force is throttled");
     // Even the right key waits out the window: the limiter runs before the check.
-    let r = c.get(s.url("/metrics")).bearer_auth("right").send().await.unwrap();
+    let r = c
+        .get(s.url("/metrics"))
+        .bearer_auth("right")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
     s.stop().await;
 }
