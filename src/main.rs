@@ -41,8 +41,11 @@ enum Command {
 #[derive(Debug, Parser)]
 struct UpArgs {
     /// Where the exporter listens.
-    #[arg(long = "exporter.listen-address", env = "HEIMDALL_EXPORTER_LISTEN_ADDRESS",
-          default_value = "127.0.0.1:9090")]
+    #[arg(
+        long = "exporter.listen-address",
+        env = "HEIMDALL_EXPORTER_LISTEN_ADDRESS",
+        default_value = "127.0.0.1:9090"
+    )]
     exporter_listen: SocketAddr,
     /// Only log messages with the given severity or above: debug, info, warn, error.
     #[arg(long = "log.level", env = "HEIMDALL_LOG_LEVEL", default_value = "info")]
@@ -88,7 +91,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     });
 
     println!("heimdall {} is up:", env!("CARGO_PKG_VERSION"));
-    println!("  exporter   http://{exporter_addr}/metrics   (health: http://{exporter_addr}/health)");
+    println!(
+        "  exporter   http://{exporter_addr}/metrics   (health: http://{exporter_addr}/health)"
+    );
     println!("Press Ctrl-C to stop.");
 
     tokio::select! {

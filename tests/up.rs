@@ -42,7 +42,10 @@ fn up_starts_the_exporter_and_prints_where() {
             break rest.split_whitespace().next().expect("url").to_owned();
         }
     };
-    assert!(url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"), "{url}");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"),
+        "{url}"
+    );
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let body = rt.block_on(async {
@@ -58,12 +61,21 @@ fn up_starts_the_exporter_and_prints_where() {
             .await
             .expect("body")
     });
-    assert!(body.contains("node_scrape_collector_success{collector=\"cpu\"} 1"), "{body}");
-    assert!(body.contains("# TYPE node_cpu_seconds_total counter"), "{body}");
+    assert!(
+        body.contains("node_scrape_collector_success{collector=\"cpu\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE node_cpu_seconds_total counter"),
+        "{body}"
+    );
 
     // SIGTERM: a clean, prompt, successful exit.
     let pid = child.0.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -71,7 +83,10 @@ fn up_starts_the_exporter_and_prints_where() {
             assert!(status.success(), "heimdall up exits 0 on SIGTERM: {status}");
             break;
         }
-        assert!(Instant::now() < deadline, "heimdall up did not stop on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "heimdall up did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -84,7 +99,12 @@ fn exporter_subcommand_takes_the_exporter_flags() {
         .expect("run");
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--web.listen-address", "--path.procfs", "--collector.cpu", "--collector.filesystem.mount-points-exclude"] {
+    for flag in [
+        "--web.listen-address",
+        "--path.procfs",
+        "--collector.cpu",
+        "--collector.filesystem.mount-points-exclude",
+    ] {
         assert!(help.contains(flag), "missing {flag} in:\n{help}");
     }
     let out = Command::new(env!("CARGO_BIN_EXE_heimdall"))
