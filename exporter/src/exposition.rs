@@ -8,7 +8,6 @@
 //! label values (the order `promhttp` serves), straight into one output buffer.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 
 /// The metric type as written in `# TYPE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,34 +359,62 @@ pub fn write_go_float(out: &mut Vec<u8>, v: f64) {
         out.extend_from_slice(b.format(v as i64).as_bytes());
         return;
     }
-    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-7", "1e6".
-    let mut tmp = [0u8; 40];
-    let len = {
-        let mut cur = std::io::Cursor::new(&mut tmp[..]);
-        // A 40-byte buffer always holds the shortest form of an f64 (at most 24 bytes).
-        let _ = write!(cur, "{:e}", v);
-        cur.position() as usize
-    };
-    let s = &tmp[..len];
+    // ryu gives the shortest round-trip digits, as "1234.56", "0.00012" or "1.5e-7".
+    let mut ryu_buf = ryu::Buffer::new();
+    let s = ryu_buf.format_finite(v).as_bytes();
     let (neg, s) = match s.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, s),
     };
     let epos = s.iter().position(|&b| b == b'e').unwrap_or(s.len());
-    let (mant, exp_part) = (&s[..epos], s.get(epos + 1..).unwrap_or(b"0"));
-    let mut digits = [0u8; 24];
-    let mut nd = 0;
+    let (mant, exp_part) = (&s[..epos], s.get(epos + 1..).unwrap_or(b""));
+    let mut e10: i32 = 0;
+    if !exp_part.is_empty() {
+        let (sign, digits) = match exp_part.split_first() {
+            Some((b'-', d)) => (-1, d),
+            _ => (1, exp_part),
+        };
+        for &d in digits {
+            e10 = e10 * 10 + i32::from(d - b'0');
+        }
+        e10 *= sign;
+    }
+    // Significant digits without the point, and dp = digits before the decimal point.
+    let mut digits = [0u8; 32];
+    let mut nd = 0usize;
+    let mut dp: i32 = 0;
+    let mut seen_point = false;
     for &b in mant {
-        if b.is_ascii_digit() && nd < digits.len() {
-            digits[nd] = b;
-            nd += 1;
+        match b {
+            b'.' => seen_point = true,
+            b'0' if nd == 0 => {
+                // Leading zero: shifts the point when after it.
+                if seen_point {
+                    dp -= 1;
+                }
+            }
+            b'0'..=b'9' if nd < digits.len() => {
+                digits[nd] = b;
+                nd += 1;
+                if !seen_point {
+                    dp += 1;
+                }
+            }
+            _ => {}
         }
     }
+    while nd > 1 && digits[nd - 1] == b'0' {
+        nd -= 1;
+    }
+    if nd == 0 {
+        // Only zeros (cannot happen: 0.0 took the fast path), keep it well-formed anyway.
+        digits[0] = b'0';
+        nd = 1;
+        dp = 1;
+    }
     let digits = &digits[..nd];
-    let exp: i32 = std::str::from_utf8(exp_part)
-        .ok()
-        .and_then(|e| e.parse().ok())
-        .unwrap_or(0);
+    let dp = dp + e10;
+    let exp = dp - 1;
     if neg {
         out.push(b'-');
     }
@@ -407,8 +434,7 @@ pub fn write_go_float(out: &mut Vec<u8>, v: f64) {
         out.extend_from_slice(b.format(e).as_bytes());
         return;
     }
-    // %f with exactly the digits needed: dp = exp + 1 digits before the point.
-    let dp = exp + 1;
+    // %f with exactly the digits needed.
     if dp <= 0 {
         out.push(b'0');
     } else {
@@ -468,12 +494,100 @@ mod tests {
             (1e21, "1e+21"),
             (1.7976931348623157e308, "1.7976931348623157e+308"),
             (5e-324, "5e-324"),
+            (123456.7, "123456.7"),
+            (0.000123, "0.000123"),
+            (-1234.5678, "-1234.5678"),
+            (1e15, "1e+15"),
+            (1.5e16, "1.5e+16"),
+            (4201.9310000000005, "4201.9310000000005"),
+            (184.20377100000002, "184.20377100000002"),
+            (1.25e8, "1.25e+08"),
             (f64::NAN, "NaN"),
             (f64::INFINITY, "+Inf"),
             (f64::NEG_INFINITY, "-Inf"),
         ];
         for (v, want) in cases {
             assert_eq!(go(v), want, "formatting {v:?}");
+        }
+    }
+
+    /// Go's %g layout rebuilt from Rust's own shortest `{:e}` digits: an independent reference.
+    fn reference(v: f64) -> String {
+        let e = format!("{:e}", v.abs());
+        let (m, x) = e.split_once('e').unwrap();
+        let exp: i32 = x.parse().unwrap();
+        let digits: String = m.chars().filter(|c| *c != '.').collect();
+        let sign = if v.is_sign_negative() { "-" } else { "" };
+        if !(-4..6).contains(&exp) {
+            let (first, rest) = digits.split_at(1);
+            let point = if rest.is_empty() {
+                String::new()
+            } else {
+                format!(".{rest}")
+            };
+            return format!(
+                "{sign}{first}{point}e{}{:02}",
+                if exp < 0 { '-' } else { '+' },
+                exp.abs()
+            );
+        }
+        let dp = exp + 1;
+        let mut out = String::from(sign);
+        let nd = digits.len() as i32;
+        if dp <= 0 {
+            out.push('0');
+        } else {
+            for i in 0..dp {
+                out.push(
+                    digits
+                        .as_bytes()
+                        .get(i as usize)
+                        .map_or('0', |&b| b as char),
+                );
+            }
+        }
+        if nd > dp {
+            out.push('.');
+            for i in dp..nd {
+                out.push(if i < 0 {
+                    '0'
+                } else {
+                    digits.as_bytes()[i as usize] as char
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn floats_round_trip_and_match_reference_on_random_bits() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..200_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mix raw bit patterns with "metric-like" values (counters, ratios, byte counts).
+            let v = match i % 3 {
+                0 => f64::from_bits(x),
+                1 => (x % 10_000_000_000) as f64 / 100.0,
+                _ => (x >> 11) as f64 * 2f64.powi(-53) * 10f64.powi((x % 40) as i32 - 20),
+            };
+            if !v.is_finite() {
+                continue;
+            }
+            let got = go(v);
+            assert_eq!(
+                got.parse::<f64>().unwrap().to_bits(),
+                v.to_bits(),
+                "{v:e} -> {got}"
+            );
+            let want = reference(v);
+            if !(v.fract() == 0.0 && v.abs() < 1e6) && got != want {
+                // Exact ties between two shortest candidates: ryu (like Go and Python) rounds
+                // half to even, core::fmt rounds up. Same layout, both round-trip.
+                assert_eq!(got.len(), want.len(), "{v:e}: {got} vs {want}");
+                assert_eq!(want.parse::<f64>().unwrap().to_bits(), v.to_bits(), "{v:e}");
+            }
         }
     }
 
