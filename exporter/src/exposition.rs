@@ -387,12 +387,9 @@ pub fn write_go_float(out: &mut Vec<u8>, v: f64) {
     for &b in mant {
         match b {
             b'.' => seen_point = true,
-            b'0' if nd == 0 => {
-                // Leading zero: shifts the point when after it.
-                if seen_point {
-                    dp -= 1;
-                }
-            }
+            // A leading zero after the point shifts the point; before it, it is nothing.
+            b'0' if nd == 0 && seen_point => dp -= 1,
+            b'0' if nd == 0 => {}
             b'0'..=b'9' if nd < digits.len() => {
                 digits[nd] = b;
                 nd += 1;
