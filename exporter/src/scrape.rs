@@ -1,17 +1,36 @@
 //! One scrape: every enabled collector runs concurrently on the blocking pool, each under a
 //! timeout, and the framework adds `node_scrape_collector_{duration_seconds,success}`.
 //!
-//! A collector that hangs (an NFS `statvfs`, a wedged sysfs read) cannot hold the scrape: its
-//! result is abandoned after `timeout` and it reports `success 0`. While such a run is still
-//! stuck on its thread the collector is skipped (also `success 0`) rather than started again,
-//! so a hung mount costs at most one blocked thread per collector, not one per scrape.
+//! Concurrent scrapes run collectors concurrently, as node_exporter does. A collector that hangs
+//! (an NFS `statvfs`, a wedged sysfs read) cannot hold the scrape: its result is abandoned after
+//! `timeout` and it reports `success 0`. While such an abandoned run is still stuck on its
+//! thread the collector is skipped (also `success 0`) rather than started again, so a hung
+//! mount costs a bounded number of blocked threads, not one per scrape.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::collector::{BuildError, Collector, CollectorOptions, Paths, Registration};
 use crate::exposition::{Format, Sink, encode};
+
+const RUNNING: u8 = 0;
+const DONE: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// Marks a collector run finished when its thread leaves `collect`.
+struct Finish {
+    state: Arc<AtomicU8>,
+    abandoned: Arc<AtomicUsize>,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if self.state.swap(DONE, Ordering::AcqRel) == ABANDONED {
+            self.abandoned.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
 
 /// Last outcome of one collector, for `/health`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -27,7 +46,8 @@ pub struct CollectorStatus {
 struct Entry {
     name: &'static str,
     collector: Arc<dyn Collector>,
-    running: Arc<AtomicBool>,
+    /// Runs that timed out and whose thread has not returned yet.
+    abandoned: Arc<AtomicUsize>,
     status: Mutex<CollectorStatus>,
 }
 
@@ -92,7 +112,7 @@ impl Scraper {
             entries.push(Entry {
                 name: reg.name,
                 collector,
-                running: Arc::new(AtomicBool::new(false)),
+                abandoned: Arc::new(AtomicUsize::new(0)),
                 status: Mutex::new(CollectorStatus::default()),
             });
         }
@@ -195,26 +215,38 @@ impl Scraper {
 
     async fn run_one(&self, entry: &Entry, started_at: f64) -> (Option<Sink>, CollectorStatus) {
         let start = Instant::now();
-        let result: Result<Sink, String> = if entry.running.swap(true, Ordering::AcqRel) {
-            Err("previous run is still in progress (hung?); skipped".to_owned())
+        let result: Result<Sink, String> = if entry.abandoned.load(Ordering::Acquire) > 0 {
+            Err("an earlier run timed out and is still running (hung?); skipped".to_owned())
         } else {
             let collector = Arc::clone(&entry.collector);
             let paths = Arc::clone(&self.paths);
-            let running = Arc::clone(&entry.running);
+            let abandoned = Arc::clone(&entry.abandoned);
+            // RUNNING → DONE when the thread returns, RUNNING → ABANDONED on timeout; whichever
+            // comes second knows the order, so the abandoned count is exact without a lock.
+            let state = Arc::new(AtomicU8::new(RUNNING));
+            let task_state = Arc::clone(&state);
             let task = tokio::task::spawn_blocking(move || {
+                // Runs on return and on panic alike.
+                let _finish = Finish {
+                    state: task_state,
+                    abandoned,
+                };
                 let mut sink = Sink::new();
-                let r = collector.collect(&paths, &mut sink);
-                running.store(false, Ordering::Release);
-                r.map(|()| sink)
+                collector.collect(&paths, &mut sink).map(|()| sink)
             });
             match tokio::time::timeout(self.timeout, task).await {
                 Ok(Ok(Ok(sink))) => Ok(sink),
                 Ok(Ok(Err(e))) => Err(e.to_string()),
-                Ok(Err(join)) => {
-                    entry.running.store(false, Ordering::Release);
-                    Err(format!("collector panicked: {join}"))
+                Ok(Err(join)) => Err(format!("collector panicked: {join}")),
+                Err(_) => {
+                    if state
+                        .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        entry.abandoned.fetch_add(1, Ordering::AcqRel);
+                    }
+                    Err(format!("timed out after {:?}", self.timeout))
                 }
-                Err(_) => Err(format!("timed out after {:?}", self.timeout)),
             }
         };
         let status = CollectorStatus {

@@ -217,9 +217,41 @@ async fn hung_collector_cannot_hold_the_scrape() {
         health["collectors"]["hung"]["error"]
             .as_str()
             .unwrap()
-            .contains("still in progress"),
+            .contains("still running"),
         "{health}"
     );
+    s.stop().await;
+}
+
+/// Regression: a guard against hung collectors once skipped every collector that another
+/// request was running, so concurrent scrapes came back incomplete.
+#[tokio::test]
+async fn concurrent_scrapes_are_all_complete() {
+    let s = harness::start_with(
+        &[&QUICK, &SLOW],
+        Duration::from_secs(5),
+        0,
+        WebSettings::default(),
+    )
+    .await;
+    let c = client();
+    let bodies = futures_util::future::join_all((0..4).map(|_| async {
+        c.get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }))
+    .await;
+    for body in bodies {
+        assert!(
+            body.contains("node_scrape_collector_success{collector=\"slow\"} 1\n"),
+            "{body}"
+        );
+        assert!(body.contains("test_sleepy 1\n"), "{body}");
+    }
     s.stop().await;
 }
 
