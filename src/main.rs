@@ -52,9 +52,19 @@ struct UpArgs {
     log_level: String,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let rt = match heimdall_exporter::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("heimdall: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Some(Command::Exporter { args }) => {
             let argv = std::iter::once(OsString::from("heimdall exporter")).chain(args);

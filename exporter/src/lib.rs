@@ -144,6 +144,27 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Threads for blocking work (collectors, bcrypt); runs beyond this queue. Collectors take
+/// 0.1–3 ms each, so four threads keep two cores busy; every thread costs ~0.5 MiB of resident
+/// memory (stack and malloc arena), which is why it is not one per collector. A collector that
+/// hangs holds one thread until it returns and is skipped meanwhile (see `scrape`), so up to
+/// three distinct hung collectors still leave scrapes complete.
+pub const MAX_BLOCKING_THREADS: usize = 4;
+
+/// The Tokio runtime the binaries run on: a worker per core (at most 4: the exporter and the
+/// services are I/O-light) and a bounded blocking pool.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get().min(4))
+        .unwrap_or(2);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .thread_keep_alive(std::time::Duration::from_secs(30))
+        .enable_all()
+        .build()
+}
+
 /// Installs the `tracing` subscriber: `RUST_LOG` if set, else `level`.
 pub fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

