@@ -7,13 +7,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{BuildError, CollectError, Collector, CollectorOptions, Paths};
+use super::{BuildError, CollectError, Collector, CollectorOptions, Paths, sys_read_file};
 use crate::exposition::Sink;
 
 /// Sensor file types node_exporter reads; other files in a hwmon directory are ignored.
@@ -271,16 +270,6 @@ fn collect_sensor_data(dir: &Path, data: &mut SensorData) -> std::io::Result<()>
         }
     }
     Ok(())
-}
-
-/// One `read(2)` of at most 128 bytes (some drivers return EAGAIN forever), newlines trimmed.
-fn sys_read_file(path: &Path) -> std::io::Result<String> {
-    let mut f = fs::File::open(path)?;
-    let mut buf = [0u8; 128];
-    let n = f.read(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf[..n])
-        .trim_matches('\n')
-        .to_string())
 }
 
 /// Go's `strconv.ParseFloat` for the decimal forms sysfs produces.

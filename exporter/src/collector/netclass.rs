@@ -200,6 +200,7 @@ fn read_iface(dir: &Path) -> Result<Iface, CollectError> {
         source,
     };
     let mut iface = Iface::default();
+    let mut bytes = Vec::with_capacity(4096);
     for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
         let entry = entry.map_err(|e| io_err(dir, e))?;
         let name = entry.file_name();
@@ -211,11 +212,11 @@ fn read_iface(dir: &Path) -> Result<Iface, CollectError> {
             continue;
         }
         let path = entry.path();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        match super::read_into(&path, &mut bytes) {
+            Ok(()) => {}
             Err(e) if ignorable(&e) => continue,
             Err(e) => return Err(io_err(&path, e)),
-        };
+        }
         iface.set(name, String::from_utf8_lossy(&bytes).trim())?;
     }
     Ok(iface)

@@ -3,7 +3,7 @@
 //! `processes_linux.go`. Processes and threads that exit while being read are skipped.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{BuildError, CollectError, Collector, CollectorOptions, Paths};
@@ -71,8 +71,10 @@ fn io_err(path: &Path, source: io::Error) -> CollectError {
 
 /// Reads `path` into `buf` (cleared first), reusing its allocation.
 fn read_into(path: &Path, buf: &mut String) -> io::Result<()> {
-    buf.clear();
-    std::fs::File::open(path)?.read_to_string(buf).map(|_| ())
+    let mut bytes = std::mem::take(buf).into_bytes();
+    let r = super::read_into(path, &mut bytes);
+    *buf = String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    r
 }
 
 /// The numeric entries of a directory, sorted; `Ok(None)` when it is gone.

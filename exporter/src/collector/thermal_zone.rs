@@ -3,10 +3,9 @@
 //! `ClassCoolingDeviceStats`) reads them.
 
 use std::fs;
-use std::io::Read as _;
 use std::path::Path;
 
-use super::{BuildError, CollectError, Collector, CollectorOptions, Paths};
+use super::{BuildError, CollectError, Collector, CollectorOptions, Paths, sys_read_file};
 use crate::exposition::Sink;
 
 #[derive(Debug)]
@@ -101,14 +100,6 @@ fn glob_numbered<'a>(
         n.strip_prefix(prefix)
             .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
     })
-}
-
-/// procfs' `util.SysReadFile`: one read of at most 128 bytes, whitespace-trimmed.
-fn sys_read_file(path: &Path) -> std::io::Result<String> {
-    let mut f = fs::File::open(path)?;
-    let mut buf = [0u8; 128];
-    let n = f.read(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
 }
 
 pub fn parse_int(path: &Path, s: &str) -> Result<i64, CollectError> {
