@@ -207,6 +207,13 @@ impl Sink {
         order
     }
 
+    /// This sink alone, encoded: for tests and tools (the server encodes many sinks at once).
+    pub fn render(&self, format: Format) -> String {
+        let mut out = Vec::new();
+        encode(&[self], format, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
     /// Iterates `(family name, labels rendered as `a="b",c="d"`, value)`, unsorted. For tests
     /// and the health page; the hot path is [`encode`].
     pub fn samples(&self) -> impl Iterator<Item = (&str, &str, f64)> + '_ {

@@ -145,13 +145,25 @@ pub async fn shutdown_signal() {
 }
 
 /// Threads for blocking work (collectors, bcrypt); runs beyond this queue. Collectors take
-/// 0.1–3 ms each, so four threads keep two cores busy; every thread costs ~0.5 MiB of resident
-/// memory (stack and malloc arena), which is why it is not one per collector. A collector that
-/// hangs holds one thread until it returns and is skipped meanwhile (see `scrape`), so up to
-/// three distinct hung collectors still leave scrapes complete.
-pub const MAX_BLOCKING_THREADS: usize = 4;
+/// 0.1–3 ms each, so three threads keep two cores busy; every thread costs ~0.5–0.7 MiB of
+/// resident memory (stack and malloc arena), which is why it is not one per collector. A
+/// collector that hangs holds one thread until it returns and is skipped meanwhile (see
+/// `scrape`), so up to two distinct hung collectors still leave scrapes complete; beyond that,
+/// scrapes still answer on time, with the queued collectors reported as failed.
+pub const MAX_BLOCKING_THREADS: usize = 3;
 
-/// The Tokio runtime the binaries run on: a worker per core (at most 4: the exporter and the
+/// The runtime of the `heimdall-exporter` binary: one event-loop thread (HTTP and encoding take
+/// well under a millisecond per scrape) plus the bounded blocking pool for collectors. Every
+/// thread costs resident memory on every host of the fleet, so the exporter keeps few.
+pub fn exporter_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .thread_keep_alive(std::time::Duration::from_secs(30))
+        .enable_all()
+        .build()
+}
+
+/// The Tokio runtime `heimdall up` runs every service on: a worker per core (at most 4: the
 /// services are I/O-light) and a bounded blocking pool.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let workers = std::thread::available_parallelism()

@@ -437,9 +437,7 @@ mod tests {
         let c = build(&CollectorOptions::default()).unwrap();
         let mut sink = Sink::new();
         c.collect(&paths, &mut sink).unwrap();
-        let mut buf = Vec::new();
-        crate::exposition::encode(&[&sink], crate::exposition::Format::Text, &mut buf);
-        let text = String::from_utf8(buf).unwrap();
+        let text = sink.render(crate::exposition::Format::Text);
         assert!(text.contains(
             "node_disk_info{device=\"sdz\",major=\"8\",minor=\"0\",model=\"\",path=\"\",revision=\"\",rotational=\"1\",serial=\"S1\",wwn=\"\"} 1\n"
         ));

@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::clean_metric_name;
 use super::{BuildError, CollectError, Collector, CollectorOptions, Paths, sys_read_file};
 use crate::exposition::Sink;
 
@@ -214,22 +215,6 @@ fn hwmon_name(dir: &Path) -> Option<String> {
     let real = fs::canonicalize(dir).ok()?;
     let n = clean_metric_name(&real.file_name()?.to_string_lossy());
     (!n.is_empty()).then_some(n)
-}
-
-/// Lowercases, replaces everything outside `[a-z0-9:_]` with `_` and trims `_`.
-pub(crate) fn clean_metric_name(s: &str) -> String {
-    let replaced: String = s
-        .to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == ':' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    replaced.trim_matches('_').to_string()
 }
 
 /// Splits `temp1_crit_alarm` into ("temp", 1, "crit_alarm"). `None` when the name does not

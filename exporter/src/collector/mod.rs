@@ -209,6 +209,22 @@ pub fn sys_read_file(path: &Path) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
 }
 
+/// node_exporter's `cleanMetricName`: lowercase, `[^a-z0-9:_]` → `_`, trim `_`.
+pub(crate) fn clean_metric_name(s: &str) -> String {
+    let replaced: String = s
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == ':' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    replaced.trim_matches('_').to_string()
+}
+
 /// Why a collection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {

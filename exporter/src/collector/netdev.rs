@@ -261,9 +261,7 @@ veth:x: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16
         };
         let mut sink = Sink::new();
         build(&o).unwrap().collect(&paths, &mut sink).unwrap();
-        let mut buf = Vec::new();
-        crate::exposition::encode(&[&sink], crate::exposition::Format::Text, &mut buf);
-        let text = String::from_utf8(buf).unwrap();
+        let text = sink.render(crate::exposition::Format::Text);
         assert!(
             text.contains("node_network_receive_bytes_total{device=\"eth0\"} 1.23456789e+08\n")
         );

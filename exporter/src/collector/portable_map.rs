@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use super::clean_metric_name;
 use crate::exposition::Sink;
 
 /// Memory readings in bytes.
@@ -148,22 +149,6 @@ pub(crate) fn emit(host: &Host, out: &mut Sink) {
             t.celsius,
         );
     }
-}
-
-/// node_exporter's `cleanMetricName`: lowercase, `[^a-z0-9:_]` → `_`, trim `_`.
-fn clean_metric_name(s: &str) -> String {
-    let replaced: String = s
-        .to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == ':' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    replaced.trim_matches('_').to_string()
 }
 
 #[cfg(test)]

@@ -223,9 +223,7 @@ FRAG6: inuse 0 memory 0
         std::fs::write(root.join("proc/net/sockstat6"), SOCKSTAT6).unwrap();
         let mut sink = Sink::new();
         c.collect(&paths, &mut sink).unwrap();
-        let mut buf = Vec::new();
-        crate::exposition::encode(&[&sink], crate::exposition::Format::Text, &mut buf);
-        let text = String::from_utf8(buf).unwrap();
+        let text = sink.render(crate::exposition::Format::Text);
         assert!(text.contains(
             "# HELP node_sockstat_TCP_mem_bytes Number of TCP sockets in state mem_bytes.\n# TYPE node_sockstat_TCP_mem_bytes gauge\nnode_sockstat_TCP_mem_bytes 4096\n"
         ));

@@ -519,9 +519,7 @@ mod tests {
         std::fs::write(root.join("proc/net/tcp6"), TCP6).unwrap();
         let mut sink = Sink::new();
         c.collect(&paths, &mut sink).unwrap();
-        let mut buf = Vec::new();
-        crate::exposition::encode(&[&sink], crate::exposition::Format::Text, &mut buf);
-        let text = String::from_utf8(buf).unwrap();
+        let text = sink.render(crate::exposition::Format::Text);
         let want = "# HELP node_tcp_connection_states Number of connection states.
 # TYPE node_tcp_connection_states gauge
 node_tcp_connection_states{state=\"established\"} 2

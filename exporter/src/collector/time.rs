@@ -621,9 +621,7 @@ mod tests {
             ..Paths::default()
         };
         t.collect(&paths, &mut sink).unwrap();
-        let mut out = Vec::new();
-        crate::exposition::encode(&[&sink], crate::exposition::Format::Text, &mut out);
-        let text = String::from_utf8(out).unwrap();
+        let text = sink.render(crate::exposition::Format::Text);
         assert!(
             text.contains("node_time_zone_offset_seconds{time_zone=\"UTC\"} 0\n"),
             "{text}"
