@@ -239,11 +239,15 @@ impl Scraper {
                 Ok(Ok(Err(e))) => Err(e.to_string()),
                 Ok(Err(join)) => Err(format!("collector panicked: {join}")),
                 Err(_) => {
+                    // Count first, then claim: the thread's decrement can then never come
+                    // before this increment (the count would wrap below zero meanwhile).
+                    entry.abandoned.fetch_add(1, Ordering::AcqRel);
                     if state
                         .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
+                        .is_err()
                     {
-                        entry.abandoned.fetch_add(1, Ordering::AcqRel);
+                        // It finished just now: nothing is stuck.
+                        entry.abandoned.fetch_sub(1, Ordering::AcqRel);
                     }
                     Err(format!("timed out after {:?}", self.timeout))
                 }
