@@ -4,7 +4,7 @@
 //! # Layout
 //! - `up`: starts every service on loopback with no configuration and prints where each
 //!   listens; each service is wired in one commented block of [`up`].
-//! - `exporter`: hands its arguments to `heimdall_exporter::main_with_args`.
+//! - `exporter`, `nameserver`: hand their arguments to the service's own `main_with_args`.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -36,6 +36,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Run the nameserver alone; takes the same flags as `heimdall-nameserver`.
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Nameserver {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(Debug, Parser)]
@@ -47,6 +53,20 @@ struct UpArgs {
         default_value = "127.0.0.1:9090"
     )]
     exporter_listen: SocketAddr,
+    /// Where the nameserver answers DNS (UDP and TCP).
+    #[arg(
+        long = "nameserver.dns-address",
+        env = "HEIMDALL_NAMESERVER_DNS_ADDRESS",
+        default_value = "127.0.0.1:8600"
+    )]
+    nameserver_dns: SocketAddr,
+    /// Where the nameserver's registration API listens.
+    #[arg(
+        long = "nameserver.http-address",
+        env = "HEIMDALL_NAMESERVER_HTTP_ADDRESS",
+        default_value = "127.0.0.1:8053"
+    )]
+    nameserver_http: SocketAddr,
     /// Only log messages with the given severity or above: debug, info, warn, error.
     #[arg(long = "log.level", env = "HEIMDALL_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -69,6 +89,10 @@ async fn run(cli: Cli) -> ExitCode {
         Some(Command::Exporter { args }) => {
             let argv = std::iter::once(OsString::from("heimdall exporter")).chain(args);
             heimdall_exporter::main_with_args(argv).await
+        }
+        Some(Command::Nameserver { args }) => {
+            let argv = std::iter::once(OsString::from("heimdall nameserver")).chain(args);
+            heimdall_nameserver::main_with_args(argv).await
         }
         Some(Command::Up(args)) => report(up(args).await),
         None => report(up(UpArgs::parse_from(["heimdall up"])).await),
@@ -100,9 +124,46 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         async move { exporter.run(shutdown).await.context("exporter") }
     });
 
+    // Nameserver: the registry of the fleet as DNS (SRV + A) and http_sd.
+    let ns_config = heimdall_nameserver::config::Config::parse_from([
+        OsString::from("heimdall nameserver"),
+        OsString::from(format!("--dns.listen-address={}", args.nameserver_dns)),
+        OsString::from(format!("--http.listen-address={}", args.nameserver_http)),
+    ])
+    .context("nameserver configuration")?;
+    let nameserver =
+        heimdall_nameserver::Nameserver::bind(&ns_config).context("starting the nameserver")?;
+    let (dns_addr, ns_http_addr) = (nameserver.local_dns_addr(), nameserver.local_http_addr());
+    // The local exporter registers in-process; it lives as long as this process, so no lease.
+    let instance = local_instance_name();
+    nameserver
+        .store()
+        .register(
+            "exporter",
+            &instance,
+            heimdall_nameserver::registry::Registration {
+                address: exporter_addr.ip(),
+                port: exporter_addr.port(),
+                labels: Default::default(),
+                ttl_seconds: None,
+            },
+        )
+        .await
+        .context("registering the local exporter")?;
+    tasks.spawn({
+        let shutdown = shutdown.clone();
+        async move { nameserver.run(shutdown).await.context("nameserver") }
+    });
+
     println!("heimdall {} is up:", env!("CARGO_PKG_VERSION"));
     println!(
         "  exporter   http://{exporter_addr}/metrics   (health: http://{exporter_addr}/health)"
+    );
+    println!("  nameserver dns://{dns_addr}   (registry: http://{ns_http_addr}/v1/services)");
+    println!(
+        "             dig @{} -p {} SRV _exporter._tcp.heimdall.internal.   ({instance} registered)",
+        dns_addr.ip(),
+        dns_addr.port()
     );
     println!("Press Ctrl-C to stop.");
 
@@ -120,4 +181,17 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         done.context("service task")??;
     }
     Ok(())
+}
+
+/// This host's name as a DNS label (`web-1.example.com` → `web-1`), or `localhost`.
+fn local_instance_name() -> String {
+    let node = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let first = node.split('.').next().unwrap_or("");
+    heimdall_nameserver::registry::dns_label("instance", first)
+        .ok()
+        .filter(|n| n != "ns")
+        .unwrap_or_else(|| "localhost".to_owned())
 }

@@ -18,7 +18,15 @@ impl Drop for Child {
 fn up_starts_the_exporter_and_prints_where() {
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_heimdall"))
-            .args(["up", "--exporter.listen-address", "127.0.0.1:0"])
+            .args([
+                "up",
+                "--exporter.listen-address",
+                "127.0.0.1:0",
+                "--nameserver.dns-address",
+                "127.0.0.1:0",
+                "--nameserver.http-address",
+                "127.0.0.1:0",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -34,12 +42,20 @@ fn up_starts_the_exporter_and_prints_where() {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
+    let next_line = || {
+        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("heimdall up prints where its services listen")
+    };
     let url = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("heimdall up prints the exporter address");
+        let line = next_line();
         if let Some(rest) = line.trim().strip_prefix("exporter") {
             break rest.split_whitespace().next().expect("url").to_owned();
+        }
+    };
+    let registry = loop {
+        let line = next_line();
+        if let Some((_, rest)) = line.split_once("registry: ") {
+            break rest.trim_end_matches(')').to_owned();
         }
     };
     assert!(
@@ -69,6 +85,21 @@ fn up_starts_the_exporter_and_prints_where() {
         body.contains("# TYPE node_cpu_seconds_total counter"),
         "{body}"
     );
+
+    // The local exporter is registered in the nameserver, so http_sd (and SRV) find it.
+    let sd_url = registry.replace("/v1/services", "/v1/sd?service=exporter");
+    let sd: serde_json::Value = rt.block_on(async {
+        reqwest::get(&sd_url)
+            .await
+            .expect("GET /v1/sd")
+            .json()
+            .await
+            .expect("http_sd JSON")
+    });
+    let target = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    assert_eq!(sd[0]["targets"][0], target, "{sd}");
 
     // SIGTERM: a clean, prompt, successful exit.
     let pid = child.0.id().to_string();

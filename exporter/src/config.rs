@@ -3,7 +3,7 @@
 //! file > default) and validated once at start.
 
 use std::ffi::OsString;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,50 +12,7 @@ use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use crate::collector::{self, CollectorOptions, Paths, Registration};
 
-/// Parses a Go/Prometheus-style duration: `500ms`, `5s`, `1m30s`, `2h`, `1d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("{s:?}: missing unit (ms, s, m, h, d)"))?;
-        if num_end == 0 {
-            return Err(format!("{s:?}: expected a number"));
-        }
-        let n: f64 = rest[..num_end]
-            .parse()
-            .map_err(|_| format!("{s:?}: bad number {:?}", &rest[..num_end]))?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let secs = match &rest[..unit_end] {
-            "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            "d" => n * 86400.0,
-            "w" => n * 7.0 * 86400.0,
-            "y" => n * 365.0 * 86400.0,
-            u => {
-                return Err(format!(
-                    "{s:?}: unknown unit {u:?} (use ms, s, m, h, d, w, y)"
-                ));
-            }
-        };
-        total += Duration::from_secs_f64(secs);
-        rest = &rest[unit_end..];
-    }
-    Ok(total)
-}
+pub use heimdall_common::parse_duration;
 
 /// Prefix of every environment variable the exporter reads: `--web.listen-address` is
 /// `HEIMDALL_EXPORTER_WEB_LISTEN_ADDRESS`, `--collector.cpu` is `HEIMDALL_EXPORTER_COLLECTOR_CPU`.
@@ -369,19 +326,7 @@ fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value
     }
 }
 
-/// `host:port`, `:port` (all interfaces, as Go writes it), `[::1]:port` or `name:port`.
-pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
-    let with_host = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
-    } else {
-        s.to_owned()
-    };
-    with_host
-        .to_socket_addrs()
-        .map_err(|e| format!("{s:?} is not host:port ({e})"))?
-        .next()
-        .ok_or_else(|| format!("{s:?} resolves to no address"))
-}
+pub use heimdall_common::parse_listen_address;
 
 fn parse_http_path(s: &str) -> Result<String, String> {
     if !s.starts_with('/') || s.len() < 2 {
@@ -393,31 +338,6 @@ fn parse_http_path(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("5parsecs").is_err());
-        assert!(parse_duration("").is_err());
-    }
-
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(
-            parse_listen_address(":9090").unwrap(),
-            "0.0.0.0:9090".parse().unwrap()
-        );
-        assert_eq!(
-            parse_listen_address("127.0.0.1:0").unwrap(),
-            "127.0.0.1:0".parse().unwrap()
-        );
-        assert!(parse_listen_address("nonsense").is_err());
-    }
 
     #[test]
     fn every_flag_has_the_derived_env_name() {
