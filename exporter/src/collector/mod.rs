@@ -361,11 +361,15 @@ pub struct CollectorOptions {
     pub hwmon_sensor_exclude: Option<Regex>,
 }
 
+/// node_exporter's defaults, independent of the environment (the `HEIMDALL_EXPORTER_*`
+/// variables apply only through [`crate::config::parse_from`]).
 impl Default for CollectorOptions {
     fn default() -> Self {
         use clap::{Args, FromArgMatches};
-        let cmd = Self::augment_args(clap::Command::new("defaults").no_binary_name(true));
-        // The defaults above are literals checked by `defaults_parse`; a failure is a bug.
+        let cmd = Self::augment_args(clap::Command::new("defaults").no_binary_name(true))
+            .mut_args(|a| a.env(None));
+        // Only the literal defaults above are parsed, and `defaults_parse` checks them: a
+        // failure here is a bug in this file, never bad input.
         let m = cmd
             .try_get_matches_from(std::iter::empty::<String>())
             .expect("collector option defaults parse");
