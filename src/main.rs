@@ -67,6 +67,13 @@ struct UpArgs {
         default_value = "127.0.0.1:8053"
     )]
     nameserver_http: SocketAddr,
+    /// Where the services keep their data (the nameserver's registry under `nameserver/`).
+    #[arg(
+        long = "data.path",
+        env = "HEIMDALL_DATA_PATH",
+        default_value = "heimdall-data"
+    )]
+    data_path: std::path::PathBuf,
     /// Only log messages with the given severity or above: debug, info, warn, error.
     #[arg(long = "log.level", env = "HEIMDALL_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -129,6 +136,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         OsString::from("heimdall nameserver"),
         OsString::from(format!("--dns.listen-address={}", args.nameserver_dns)),
         OsString::from(format!("--http.listen-address={}", args.nameserver_http)),
+        {
+            let mut a = OsString::from("--storage.path=");
+            a.push(args.data_path.join("nameserver"));
+            a
+        },
     ])
     .context("nameserver configuration")?;
     let nameserver =
@@ -146,6 +158,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 port: exporter_addr.port(),
                 labels: Default::default(),
                 ttl_seconds: None,
+                health_path: heimdall_nameserver::registry::default_health_path(),
             },
         )
         .await

@@ -16,6 +16,7 @@ impl Drop for Child {
 
 #[test]
 fn up_starts_the_exporter_and_prints_where() {
+    let data = tempfile::tempdir().expect("tempdir");
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_heimdall"))
             .args([
@@ -27,6 +28,7 @@ fn up_starts_the_exporter_and_prints_where() {
                 "--nameserver.http-address",
                 "127.0.0.1:0",
             ])
+            .arg(format!("--data.path={}", data.path().display()))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -11,6 +11,7 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use crate::collector::{self, CollectorOptions, Paths, Registration};
+use crate::registration;
 
 pub use heimdall_common::parse_duration;
 
@@ -116,6 +117,45 @@ pub struct Cli {
     /// `"collector.cpu" = false`); command line and environment take precedence.
     #[arg(long = "config.file", env = "HEIMDALL_EXPORTER_CONFIG_FILE")]
     pub config_file: Option<PathBuf>,
+    /// Base URL of the Heimdall nameserver's HTTP API to register this exporter in
+    /// (`http://ns.example:8053`); without it the exporter does not register.
+    #[arg(long = "registry.url", env = "HEIMDALL_EXPORTER_REGISTRY_URL",
+          value_parser = registration::parse_registry_url, help_heading = "Registration")]
+    pub registry_url: Option<String>,
+    /// File with the registry's bearer token (first non-empty, non-'#' line). The token itself
+    /// can instead be in HEIMDALL_EXPORTER_REGISTRY_TOKEN; it has no flag, so it stays out of `ps`.
+    #[arg(
+        long = "registry.token-file",
+        env = "HEIMDALL_EXPORTER_REGISTRY_TOKEN_FILE",
+        help_heading = "Registration"
+    )]
+    pub registry_token_file: Option<PathBuf>,
+    /// Service to register under (a DNS label): `_<service>._tcp.<zone>` SRV.
+    #[arg(long = "registry.service", env = "HEIMDALL_EXPORTER_REGISTRY_SERVICE",
+          default_value = "exporter", value_parser = registration::parse_dns_label,
+          help_heading = "Registration")]
+    pub registry_service: String,
+    /// Instance name (a DNS label); default: the host name's first label, lowercased, with
+    /// other characters than [a-z0-9-] as '-'.
+    #[arg(long = "registry.instance", env = "HEIMDALL_EXPORTER_REGISTRY_INSTANCE",
+          value_parser = registration::parse_instance, help_heading = "Registration")]
+    pub registry_instance: Option<String>,
+    /// `ip:port` (or an IP, with the listen port) where others reach this exporter; default: the
+    /// listen address, or on a wildcard listen address the host's primary IPv4 address.
+    #[arg(long = "registry.advertise-address", env = "HEIMDALL_EXPORTER_REGISTRY_ADVERTISE_ADDRESS",
+          value_parser = registration::parse_advertise_address, help_heading = "Registration")]
+    pub registry_advertise_address: Option<registration::Advertise>,
+    /// Lease of the registration (at least 2s); renewed every third of it, and dropped by the
+    /// nameserver if the exporter stops renewing.
+    #[arg(long = "registry.ttl", env = "HEIMDALL_EXPORTER_REGISTRY_TTL", default_value = "30s",
+          value_parser = registration::parse_ttl, help_heading = "Registration")]
+    pub registry_ttl: Duration,
+    /// `key=value` label published with the registration (TXT record, http_sd meta label);
+    /// repeatable, or comma-separated.
+    #[arg(long = "registry.label", env = "HEIMDALL_EXPORTER_REGISTRY_LABEL",
+          value_parser = registration::parse_label, value_delimiter = ',',
+          action = ArgAction::Append, help_heading = "Registration")]
+    pub registry_labels: Vec<(String, String)>,
     #[command(flatten)]
     pub collectors: CollectorOptions,
 }
@@ -125,6 +165,8 @@ pub struct Cli {
 pub struct Config {
     pub cli: Cli,
     pub enabled: Vec<&'static Registration>,
+    /// Self-registration in the nameserver; `None` without `--registry.url`.
+    pub registration: Option<registration::Settings>,
 }
 
 impl Config {
@@ -137,10 +179,12 @@ impl Config {
         }
     }
 
-    /// The configuration `heimdall up` uses: loopback, defaults everywhere else.
+    /// The configuration `heimdall up` uses: loopback, defaults everywhere else, and no
+    /// self-registration (`heimdall up` registers its exporter in-process).
     pub fn local(listen: SocketAddr) -> Result<Self, ConfigError> {
         let mut cfg = parse_from(["heimdall-exporter"])?;
         cfg.cli.listen_address = listen;
+        cfg.registration = None;
         Ok(cfg)
     }
 }
@@ -153,6 +197,8 @@ pub enum ConfigError {
     Cli(#[from] clap::Error),
     #[error("config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
+    #[error("--{flag}: {reason}")]
+    Invalid { flag: &'static str, reason: String },
 }
 
 /// The full command, including the `--collector.<name>` / `--no-collector.<name>` flags
@@ -216,7 +262,68 @@ where
         )
         .into());
     }
-    Ok(Config { cli, enabled })
+    let env_token = std::env::var(registration::TOKEN_ENV).ok();
+    let registration = registration_settings(&cli, env_token, registration::host_name)?;
+    Ok(Config {
+        cli,
+        enabled,
+        registration,
+    })
+}
+
+/// Validates the `--registry.*` flags into [`registration::Settings`] when `--registry.url`
+/// is set. `env_token` is [`registration::TOKEN_ENV`]; `host_name` gives the default instance.
+fn registration_settings(
+    cli: &Cli,
+    env_token: Option<String>,
+    host_name: impl FnOnce() -> Option<String>,
+) -> Result<Option<registration::Settings>, ConfigError> {
+    let Some(url) = &cli.registry_url else {
+        return Ok(None);
+    };
+    let env_token = env_token.filter(|t| !t.trim().is_empty());
+    let token = match (&cli.registry_token_file, env_token) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid {
+                flag: "registry.token-file",
+                reason: format!(
+                    "{} is set too; give the token one way only",
+                    registration::TOKEN_ENV
+                ),
+            });
+        }
+        (Some(path), None) => registration::TokenSource::File(path.clone()),
+        (None, Some(t)) => registration::TokenSource::Env(registration::Secret::new(t.trim())),
+        (None, None) => registration::TokenSource::None,
+    };
+    let instance = match &cli.registry_instance {
+        Some(i) => i.clone(),
+        None => {
+            let host = host_name().unwrap_or_default();
+            registration::instance_from_host_name(&host).map_err(|reason| ConfigError::Invalid {
+                flag: "registry.instance",
+                reason,
+            })?
+        }
+    };
+    let mut labels = std::collections::BTreeMap::new();
+    for (k, v) in &cli.registry_labels {
+        if labels.insert(k.clone(), v.clone()).is_some() {
+            return Err(ConfigError::Invalid {
+                flag: "registry.label",
+                reason: format!("label {k:?} given twice"),
+            });
+        }
+    }
+    Ok(Some(registration::Settings {
+        url: url.clone(),
+        token,
+        service: cli.registry_service.clone(),
+        instance,
+        advertise: cli.registry_advertise_address,
+        ttl: cli.registry_ttl,
+        labels,
+    }))
 }
 
 fn enabled_collectors(m: &ArgMatches, disable_defaults: bool) -> Vec<&'static Registration> {
@@ -376,6 +483,119 @@ mod tests {
         let e = parse_from(["x", "--collector.timeout", "5"]).unwrap_err();
         assert!(e.to_string().contains("collector.timeout"), "{e}");
         assert!(parse_from(["x", "--collector.nosuch"]).is_err());
+    }
+
+    fn registration_of(
+        args: &[&str],
+        env_token: Option<&str>,
+    ) -> Result<Option<registration::Settings>, ConfigError> {
+        let mut argv = vec!["x"];
+        argv.extend_from_slice(args);
+        let cli = Cli::from_arg_matches(&command().try_get_matches_from(argv)?)?;
+        registration_settings(&cli, env_token.map(str::to_owned), || {
+            Some("Web_01.example.com".into())
+        })
+    }
+
+    #[test]
+    fn registration_flags() {
+        assert!(registration_of(&[], Some("t")).unwrap().is_none());
+        let s = registration_of(&["--registry.url=http://127.0.0.1:8053/"], None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.url, "http://127.0.0.1:8053");
+        assert_eq!(s.service, "exporter");
+        assert_eq!(s.instance, "web-01");
+        assert_eq!(s.ttl, Duration::from_secs(30));
+        assert_eq!(s.token, registration::TokenSource::None);
+        assert!(s.labels.is_empty() && s.advertise.is_none());
+
+        let s = registration_of(
+            &[
+                "--registry.url=https://ns.example",
+                "--registry.service=Node",
+                "--registry.instance=db-7",
+                "--registry.ttl=1m",
+                "--registry.label=dc=fra,rack=r1",
+                "--registry.label=team=infra",
+                "--registry.advertise-address=10.1.2.3",
+            ],
+            Some(" s3cret \n"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((s.service.as_str(), s.instance.as_str()), ("node", "db-7"));
+        assert_eq!(s.ttl, Duration::from_secs(60));
+        let labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(labels, ["dc=fra", "rack=r1", "team=infra"]);
+        assert_eq!(s.advertise.unwrap().ip.to_string(), "10.1.2.3");
+        assert_eq!(
+            s.token,
+            registration::TokenSource::Env(registration::Secret::new("s3cret"))
+        );
+    }
+
+    #[test]
+    fn bad_registration_values_name_the_flag() {
+        let url = "--registry.url=http://127.0.0.1:8053";
+        for (args, flag) in [
+            (&["--registry.url=127.0.0.1:8053"][..], "registry.url"),
+            (&[url, "--registry.ttl=1s"], "registry.ttl"),
+            (&[url, "--registry.instance=ns"], "registry.instance"),
+            (&[url, "--registry.service=a_b"], "registry.service"),
+            (&[url, "--registry.label=a-b=c"], "registry.label"),
+            (
+                &[url, "--registry.label=a=1", "--registry.label=a=2"],
+                "registry.label",
+            ),
+            (
+                &[url, "--registry.advertise-address=0.0.0.0:9090"],
+                "registry.advertise-address",
+            ),
+        ] {
+            let e = registration_of(args, None).unwrap_err().to_string();
+            assert!(e.contains(flag), "{args:?}: {e}");
+        }
+        let e = registration_of(&[url, "--registry.token-file=/t"], Some("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("HEIMDALL_EXPORTER_REGISTRY_TOKEN"), "{e}");
+        let cli =
+            Cli::from_arg_matches(&command().try_get_matches_from(["x", url]).unwrap()).unwrap();
+        let e = registration_settings(&cli, None, || Some("___".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--registry.instance"), "{e}");
+        assert!(registration_settings(&cli, None, || None).is_err());
+    }
+
+    #[test]
+    fn registration_from_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exporter.toml");
+        std::fs::write(
+            &path,
+            r#"
+[registry]
+url = "http://127.0.0.1:8053"
+instance = "web-2"
+ttl = "10s"
+label = ["dc=fra", "rack=r1"]
+"#,
+        )
+        .unwrap();
+        let cfg = parse_from(["x", "--config.file", path.to_str().unwrap()]).unwrap();
+        let s = cfg.registration.unwrap();
+        assert_eq!(s.url, "http://127.0.0.1:8053");
+        assert_eq!(s.instance, "web-2");
+        assert_eq!(s.ttl, Duration::from_secs(10));
+        assert_eq!(s.labels.len(), 2);
+    }
+
+    #[test]
+    fn heimdall_up_never_self_registers() {
+        let cfg = Config::local("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(cfg.registration.is_none());
     }
 
     #[test]

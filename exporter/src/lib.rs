@@ -14,6 +14,8 @@
 //! - [`server`]: axum routes (`/metrics`, `/health`, `/`), concurrency limit, TLS, graceful shutdown.
 //! - [`web`]: exporter-toolkit web config (TLS, bcrypt basic auth), bearer keys, failure limiter.
 //! - [`config`]: flags (node_exporter's names), `HEIMDALL_EXPORTER_*` env vars, TOML file.
+//! - [`registration`]: self-registration in the Heimdall nameserver (`--registry.*`): register,
+//!   renew the lease, back off while the registry is away, deregister on shutdown.
 //!
 //! # Use
 //! ```no_run
@@ -24,10 +26,18 @@
 //! exporter.run(tokio_util::sync::CancellationToken::new()).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! With `--registry.url=http://NAMESERVER:8053` the exporter also registers itself in the
+//! nameserver's registry as `--registry.service` (default `exporter`) / `--registry.instance`
+//! (default: the host name) at `--registry.advertise-address` (default: derived from the listen
+//! address), with a `--registry.ttl` lease (default 30s) that [`Exporter::run`] renews until
+//! shutdown and then deletes. The bearer token comes from `--registry.token-file` or the
+//! `HEIMDALL_EXPORTER_REGISTRY_TOKEN` environment variable (never a flag).
 
 pub mod collector;
 pub mod config;
 pub mod exposition;
+pub mod registration;
 pub mod scrape;
 pub mod server;
 pub mod web;
@@ -38,6 +48,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::registration::Registrar;
 use crate::scrape::Scraper;
 use crate::server::AppState;
 use crate::web::WebSettings;
@@ -49,6 +60,8 @@ pub enum StartError {
     Collector(#[from] collector::BuildError),
     #[error(transparent)]
     Web(#[from] web::WebConfigError),
+    #[error(transparent)]
+    Registration(#[from] registration::SetupError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -61,18 +74,24 @@ pub enum StartError {
 pub struct Exporter {
     state: Arc<AppState>,
     listener: std::net::TcpListener,
+    registrar: Option<Registrar>,
 }
 
 impl Exporter {
-    /// Builds the collectors, loads the web config and binds the listen address.
+    /// Builds the collectors, loads the web config, binds the listen address and, with
+    /// `--registry.url`, prepares the self-registration.
     pub fn bind(config: &Config) -> Result<Self, StartError> {
         let cli = &config.cli;
-        let scraper = Scraper::new(
+        let mut scraper = Scraper::new(
             &config.enabled,
             &cli.collectors,
             config.paths(),
             cli.collector_timeout,
         )?;
+        let status = Arc::new(registration::Status::default());
+        if config.registration.is_some() {
+            scraper = scraper.with_registration(status.clone());
+        }
         let web = WebSettings::load(
             cli.web_config_file.as_deref(),
             cli.bearer_token_file.as_deref(),
@@ -82,13 +101,27 @@ impl Exporter {
                 addr: cli.listen_address,
                 source,
             })?;
+        let registrar = match &config.registration {
+            Some(settings) => {
+                let bound = listener.local_addr().map_err(|source| StartError::Bind {
+                    addr: cli.listen_address,
+                    source,
+                })?;
+                Some(Registrar::new(settings, bound, status)?)
+            }
+            None => None,
+        };
         let state = Arc::new(AppState::new(
             scraper,
             web,
             cli.telemetry_path.clone(),
             cli.max_requests,
         ));
-        Ok(Self { state, listener })
+        Ok(Self {
+            state,
+            listener,
+            registrar,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -110,9 +143,28 @@ impl Exporter {
         self.state.scraper.names().collect()
     }
 
-    /// Serves until `shutdown` is cancelled, then drains in-flight requests.
+    /// Where this exporter registers itself as reachable, with `--registry.url`.
+    pub fn advertised_address(&self) -> Option<SocketAddr> {
+        self.registrar.as_ref().map(Registrar::advertised)
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight requests. With
+    /// `--registry.url` it also keeps the registration alive meanwhile and deregisters before
+    /// returning.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        server::serve(self.listener, self.state, shutdown).await
+        let Some(registrar) = self.registrar else {
+            return server::serve(self.listener, self.state, shutdown).await;
+        };
+        // Deregistration starts with shutdown, while requests drain; if the server stops on
+        // its own (a TLS error), the registration goes too.
+        let stop_registering = shutdown.child_token();
+        let serve = async {
+            let result = server::serve(self.listener, self.state, shutdown).await;
+            stop_registering.cancel();
+            result
+        };
+        let (result, ()) = tokio::join!(serve, registrar.run(stop_registering.clone()));
+        result
     }
 }
 

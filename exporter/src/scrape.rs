@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::collector::{BuildError, Collector, CollectorOptions, Paths, Registration};
 use crate::exposition::{Format, Sink, encode};
+use crate::registration;
 
 const RUNNING: u8 = 0;
 const DONE: u8 = 1;
@@ -57,6 +58,8 @@ pub struct Scraper {
     paths: Arc<Paths>,
     timeout: Duration,
     build_info: BuildInfo,
+    /// Self-registration state, reported on every scrape when registration is on.
+    registration: Option<Arc<registration::Status>>,
 }
 
 impl std::fmt::Debug for Scraper {
@@ -121,7 +124,15 @@ impl Scraper {
             paths: Arc::new(paths),
             timeout,
             build_info: BuildInfo::current(),
+            registration: None,
         })
+    }
+
+    /// Adds `heimdall_exporter_registered` and `heimdall_exporter_registration_failures_total`
+    /// from `status` to every scrape.
+    pub fn with_registration(mut self, status: Arc<registration::Status>) -> Self {
+        self.registration = Some(status);
+        self
     }
 
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
@@ -207,6 +218,9 @@ impl Scraper {
             &[("version", bi.version), ("revision", bi.revision), ("rustc", bi.rustc)],
             1.0,
         );
+        if let Some(status) = &self.registration {
+            status.emit(&mut framework);
+        }
         let mut refs: Vec<&Sink> = Vec::with_capacity(sinks.len() + 1);
         refs.push(&framework);
         refs.extend(sinks.iter());

@@ -6,7 +6,10 @@
 //! - `DELETE` the same path: deregister (204). Needs the bearer token if one is set.
 //! - `GET /v1/services`: every service with its instances, health and leases.
 //! - `GET /v1/sd[?service=<name>]`: Prometheus `http_sd_config` JSON of the healthy instances.
-//! - `GET /health`.
+//!   Both reads are open unless `--registry.protect-reads` asks for the token there too.
+//! - `GET /metrics`: the nameserver's own metrics; `GET /health`.
+//!
+//! On a secondary, writes answer 421 Misdirected Request naming the primary.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,7 +29,7 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::{Health, Registered, Registration, Registry, RegistryError};
-use crate::store::Store;
+use crate::store::{ChangeError, Store};
 
 /// Request bodies above this are answered 413 before they are parsed; a registration is a
 /// few hundred bytes even with the maximum number of labels.
@@ -38,13 +41,24 @@ pub struct ApiState {
     pub store: Arc<Store>,
     /// SHA-256 of the write token; `None` leaves writes open.
     token_digest: Option<[u8; 32]>,
+    /// Whether reads need the token too.
+    protect_reads: bool,
 }
 
 impl ApiState {
-    pub fn new(store: Arc<Store>, token: Option<&str>) -> Self {
+    pub fn new(store: Arc<Store>, token: Option<&str>, protect_reads: bool) -> Self {
         Self {
             store,
             token_digest: token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            protect_reads,
+        }
+    }
+
+    fn authorize_read(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if self.protect_reads {
+            self.authorize(headers)
+        } else {
+            Ok(())
         }
     }
 
@@ -120,6 +134,16 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+impl From<ChangeError> for ApiError {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::Registry(e) => e.into(),
+            ChangeError::Persist(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            ChangeError::Secondary(_) => Self::new(StatusCode::MISDIRECTED_REQUEST, e.to_string()),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         // axum says 422 for well-formed JSON of the wrong shape; to a client that is bad
@@ -154,6 +178,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/services", get(services))
         .route("/v1/sd", get(http_sd))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -219,6 +244,7 @@ struct InstanceView {
     port: u16,
     labels: BTreeMap<String, String>,
     health: Health,
+    health_path: Option<String>,
     registered_at_seconds: u64,
     ttl_seconds: Option<u64>,
     expires_in_seconds: Option<u64>,
@@ -230,7 +256,11 @@ struct ServicesView {
     services: BTreeMap<String, Vec<InstanceView>>,
 }
 
-async fn services(State(st): State<Arc<ApiState>>) -> Result<Json<ServicesView>, ApiError> {
+async fn services(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Json<ServicesView>, ApiError> {
+    st.authorize_read(&headers)?;
     let now = Instant::now();
     let serial = st.store.serial().await;
     let services = st
@@ -247,6 +277,7 @@ async fn services(State(st): State<Arc<ApiState>>) -> Result<Json<ServicesView>,
                             port: i.port,
                             labels: i.labels.clone(),
                             health: i.health,
+                            health_path: i.health_path.clone(),
                             registered_at_seconds: i
                                 .registered_at
                                 .duration_since(UNIX_EPOCH)
@@ -279,8 +310,10 @@ struct TargetGroup {
 /// One target group per healthy instance, so each carries its own labels.
 async fn http_sd(
     State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
     query: Result<Query<SdQuery>, QueryRejection>,
 ) -> Result<Json<Vec<TargetGroup>>, ApiError> {
+    st.authorize_read(&headers)?;
     let Query(q) = query?;
     let want = q.service.map(|s| s.to_ascii_lowercase());
     let groups = st
@@ -312,4 +345,14 @@ async fn http_sd(
 
 async fn health() -> &'static str {
     "OK\n"
+}
+
+async fn metrics(State(st): State<Arc<ApiState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        st.store.metrics().encode(),
+    )
 }

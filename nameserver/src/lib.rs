@@ -25,9 +25,16 @@
 //! ```
 
 pub mod config;
+pub mod dns;
+pub mod health;
 pub mod http;
+pub mod metrics;
+pub mod persist;
 pub mod registry;
+pub mod replication;
 pub mod store;
+pub mod tsig;
+pub mod update;
 pub mod zone;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -35,21 +42,30 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hickory_proto::rr::LowerName;
 use hickory_server::Server;
-use hickory_server::zone_handler::Catalog;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::dns::{Handler, Role, SecondaryLink};
+use crate::health::HealthConfig;
 use crate::http::ApiState;
-use crate::registry::Registry;
+use crate::metrics::Metrics;
+use crate::persist::Persist;
+use crate::registry::{Registration, Registry};
+use crate::replication::Secondary;
 use crate::store::Store;
-use crate::zone::{Zone, ZoneConfig};
+use crate::tsig::Keys;
+use crate::zone::ZoneConfig;
 
 /// A TCP connection that sends no request for this long is closed.
 const DNS_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Responses queued per DNS TCP connection before the connection is back-pressured.
-const DNS_TCP_RESPONSE_BUFFER: usize = 64;
+/// Responses queued per DNS TCP connection. hickory-server writes a connection's queue only
+/// between requests, so a zone transfer must fit the queue whole: one message per
+/// [`dns::TRANSFER_MESSAGE_BYTES`], about 100 instances each, plus room. The channel allocates
+/// as messages arrive, so an idle connection costs nothing for this bound.
+fn dns_tcp_response_buffer(max_instances: usize) -> usize {
+    64 + max_instances / 64
+}
 /// With `:0`, UDP picks a port and TCP must get the same one; tries before giving up.
 const SAME_PORT_TRIES: usize = 16;
 
@@ -60,6 +76,12 @@ pub enum StartError {
     Zone(#[from] zone::ZoneError),
     #[error("cannot read token file {path}: {reason}")]
     TokenFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Keys(#[from] tsig::KeyFileError),
+    #[error("--primary.tsig-key {0:?} is not in --dns.tsig-key-file")]
+    UnknownKey(String),
+    #[error("registry storage: {0}")]
+    Storage(#[from] persist::PersistError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         addr: SocketAddr,
@@ -83,29 +105,136 @@ pub enum RunError {
 #[derive(Debug)]
 pub struct Nameserver {
     store: Arc<Store>,
+    handler: Handler,
     token: Option<String>,
+    protect_reads: bool,
+    notify: Vec<SocketAddr>,
+    health: HealthConfig,
+    secondary: Option<Secondary>,
+    tcp_response_buffer: usize,
     udp: UdpSocket,
     tcp: TcpListener,
     http: TcpListener,
 }
 
 impl Nameserver {
-    /// Reads the token, builds the (empty) zone and binds DNS (UDP and TCP on one port) and HTTP.
+    /// Reads the token and keys, loads the registry from disk (primary) and binds DNS (UDP
+    /// and TCP on one port) and HTTP.
     pub fn bind(config: &Config) -> Result<Self, StartError> {
         let token = config.token_file.as_deref().map(read_token).transpose()?;
+        let keys = match &config.tsig_key_file {
+            Some(p) => Keys::from_file(p)?,
+            None => Keys::default(),
+        };
         let (udp, tcp) = bind_dns(config.dns_listen_address)?;
         let dns_addr = udp
             .local_addr()
             .map_err(|e| bind_error(config.dns_listen_address, "DNS/UDP", e))?;
         let ns_address = config.dns_advertise_address.or(Some(dns_addr.ip()));
         let zc = ZoneConfig::new(&config.zone, ns_address)?;
-        let registry = Registry::new(config.limits());
-        let serial = initial_serial();
-        let zone = Zone::new(zc, &registry, serial)?;
+        let metrics = Arc::new(Metrics::new());
+        let storage = Some(config.storage_path.clone()).filter(|p| !p.as_os_str().is_empty());
+        let (store, role, secondary) = match config.primary.filter(|_| config.is_secondary()) {
+            Some(primary) => {
+                let key = match &config.primary_tsig_key {
+                    Some(name) => {
+                        let n = hickory_proto::rr::Name::from_ascii(name)
+                            .map_err(|_| StartError::UnknownKey(name.clone()))?;
+                        Some(
+                            keys.get(&n)
+                                .cloned()
+                                .ok_or_else(|| StartError::UnknownKey(name.clone()))?,
+                        )
+                    }
+                    None => None,
+                };
+                if let Some(dir) = &storage {
+                    std::fs::create_dir_all(dir).map_err(|e| persist::PersistError::Io {
+                        op: "create",
+                        path: dir.clone(),
+                        source: e,
+                    })?;
+                }
+                let store = Arc::new(Store::secondary(zc, primary.to_string(), metrics.clone()));
+                let link = Arc::new(SecondaryLink {
+                    primaries: vec![primary.ip()],
+                    ..SecondaryLink::default()
+                });
+                let secondary = Secondary {
+                    primary,
+                    key,
+                    store: store.clone(),
+                    cell: store.zone(),
+                    link: link.clone(),
+                    metrics: metrics.clone(),
+                    copy: storage.map(|d| d.join("zone.axfr")),
+                    limits: config.limits(),
+                };
+                (store, Role::Secondary(link), Some(secondary))
+            }
+            None => {
+                let mut registry = Registry::new(config.limits());
+                let mut serial = initial_serial();
+                let persist = match &storage {
+                    Some(dir) => {
+                        let (p, loaded) = Persist::open(dir)?;
+                        for problem in &loaded.problems {
+                            tracing::error!(dir = %dir.display(), problem, "registry storage");
+                        }
+                        let now = std::time::Instant::now();
+                        for i in &loaded.instances {
+                            let reg = Registration {
+                                address: i.address,
+                                port: i.port,
+                                labels: i.labels.clone(),
+                                ttl_seconds: i.ttl_seconds,
+                                health_path: i.health_path.clone(),
+                            };
+                            // A restart grants every lease a full ttl from now.
+                            if let Err(e) = registry.register(&i.service, &i.instance, reg, now) {
+                                tracing::error!(service = i.service, instance = i.instance, error = %e,
+                                    "stored instance refused by the current limits");
+                            }
+                        }
+                        if !loaded.instances.is_empty() {
+                            tracing::info!(
+                                instances = registry.len(),
+                                serial = loaded.serial,
+                                "registry restored"
+                            );
+                        }
+                        // Newer than anything a secondary saw from the previous run.
+                        if dns::serial_ge(loaded.serial, serial) {
+                            serial = loaded.serial.wrapping_add(1);
+                        }
+                        Some(p)
+                    }
+                    None => None,
+                };
+                let store = Arc::new(Store::new(zc, registry, serial, persist, metrics.clone()));
+                let role = Role::Primary {
+                    store: store.clone(),
+                };
+                (store, role, None)
+            }
+        };
+        let handler = Handler::new(
+            store.zone(),
+            keys,
+            config.allow_transfer.clone(),
+            role,
+            metrics,
+        );
         let http = bind_tcp(config.http_listen_address, "HTTP")?;
         Ok(Self {
-            store: Arc::new(Store::new(registry, zone, serial)),
+            store,
+            handler,
             token,
+            protect_reads: config.protect_reads,
+            notify: config.notify.clone(),
+            health: config.health(),
+            secondary,
+            tcp_response_buffer: dns_tcp_response_buffer(config.max_instances),
             udp,
             tcp,
             http,
@@ -131,31 +260,54 @@ impl Nameserver {
         self.store.clone()
     }
 
-    /// Serves DNS and HTTP and expires leases until `shutdown`, then stops all three.
+    /// Serves DNS and HTTP, expires leases, checks health, notifies secondaries (primary) or
+    /// follows the primary (secondary) until `shutdown`, then stops everything and writes a
+    /// final snapshot.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
         let udp = tokio::net::UdpSocket::from_std(self.udp).map_err(RunError::Socket)?;
         let tcp = tokio::net::TcpListener::from_std(self.tcp).map_err(RunError::Socket)?;
         let http = tokio::net::TcpListener::from_std(self.http).map_err(RunError::Socket)?;
 
-        let mut catalog = Catalog::new();
-        let zone = self.store.zone();
-        catalog.upsert(LowerName::new(&zone.config().origin), vec![zone.handler()]);
-        let mut dns = Server::new(catalog);
+        let mut dns = Server::new(self.handler);
         dns.register_socket(udp);
-        dns.register_listener(tcp, DNS_TCP_IDLE_TIMEOUT, DNS_TCP_RESPONSE_BUFFER);
+        dns.register_listener(tcp, DNS_TCP_IDLE_TIMEOUT, self.tcp_response_buffer);
 
-        let expiry_store = self.store.clone();
-        let expiry_shutdown = shutdown.clone();
-        let expiry = tokio::spawn(async move { expiry_store.run_expiry(expiry_shutdown).await });
+        let mut tasks = tokio::task::JoinSet::new();
+        match self.secondary {
+            Some(secondary) => {
+                tasks.spawn(secondary.run(shutdown.clone()));
+            }
+            None => {
+                let (store, stop) = (self.store.clone(), shutdown.clone());
+                tasks.spawn(async move { store.run_expiry(stop).await });
+                tasks.spawn(health::run(
+                    self.store.clone(),
+                    self.health,
+                    shutdown.clone(),
+                ));
+                tasks.spawn(replication::run_notifier(
+                    self.store.clone(),
+                    self.notify,
+                    shutdown.clone(),
+                ));
+            }
+        }
 
-        let state = Arc::new(ApiState::new(self.store.clone(), self.token.as_deref()));
+        let state = Arc::new(ApiState::new(
+            self.store.clone(),
+            self.token.as_deref(),
+            self.protect_reads,
+        ));
         let http_result = http::serve(http, state, shutdown.clone()).await;
         // The HTTP server returns on shutdown or on error; either way stop the rest.
         shutdown.cancel();
         let dns_result = dns.shutdown_gracefully().await;
-        if let Err(e) = expiry.await {
-            tracing::error!(error = %e, "lease expiry task failed");
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "background task failed");
+            }
         }
+        self.store.snapshot().await;
         http_result.map_err(RunError::Http)?;
         dns_result.map_err(|e| RunError::Dns(e.to_string()))
     }

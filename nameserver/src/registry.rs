@@ -51,6 +51,10 @@ pub enum RegistryError {
     InvalidLabel { key: String, reason: String },
     #[error("invalid address {0}: {1}")]
     InvalidAddress(IpAddr, &'static str),
+    #[error(
+        "invalid health_path {0:?}: must start with '/', have no spaces, and be at most 256 bytes"
+    )]
+    InvalidHealthPath(String),
     #[error("invalid port 0")]
     InvalidPort,
     #[error("invalid ttl_seconds {0}: must be between 1 and {1}")]
@@ -70,8 +74,8 @@ pub enum RegistryError {
     NotFound { service: String, instance: String },
 }
 
-/// Whether an instance is answered in SRV/A queries. Health checks set `Down`; this slice
-/// registers everything `Up`.
+/// Whether an instance is answered in SRV queries. New instances start `Up`; the health
+/// checker marks them `Down` after consecutive failed probes and `Up` again after successes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
@@ -93,6 +97,15 @@ pub struct Registration {
     /// Lease length; the instance is removed unless renewed within it. None: no expiry.
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
+    /// HTTP path the health checker probes (`GET http://<address>:<port><path>`, 2xx = up).
+    /// Absent: `/health`; `null`: the instance is not probed and stays up.
+    #[serde(default = "default_health_path")]
+    pub health_path: Option<String>,
+}
+
+/// Heimdall's services all answer `/health`.
+pub fn default_health_path() -> Option<String> {
+    Some("/health".to_owned())
 }
 
 /// One registered instance of a service.
@@ -104,7 +117,11 @@ pub struct Instance {
     pub ttl: Option<Duration>,
     pub registered_at: SystemTime,
     pub expires_at: Option<Instant>,
+    pub health_path: Option<String>,
     pub health: Health,
+    /// Consecutive probe results against the current state (failures while up, successes
+    /// while down); reset when the state flips.
+    pub streak: u32,
 }
 
 /// What [`Registry::register`] did.
@@ -185,10 +202,19 @@ impl Registry {
             .get_mut(&service)
             .and_then(|s| s.get_mut(&instance));
         if let Some(i) = existing {
-            let same = i.address == reg.address && i.port == reg.port && i.labels == reg.labels;
+            let same = i.address == reg.address
+                && i.port == reg.port
+                && i.labels == reg.labels
+                && i.health_path == reg.health_path;
+            if i.address != reg.address || i.port != reg.port {
+                // A new endpoint is a new thing to probe: give it the benefit of the doubt.
+                i.health = Health::Up;
+                i.streak = 0;
+            }
             i.address = reg.address;
             i.port = reg.port;
             i.labels = reg.labels;
+            i.health_path = reg.health_path;
             i.ttl = ttl;
             i.expires_at = expires_at;
             return Ok(if same {
@@ -209,7 +235,9 @@ impl Registry {
                 ttl,
                 registered_at: SystemTime::now(),
                 expires_at,
+                health_path: reg.health_path,
                 health: Health::Up,
+                streak: 0,
             },
         );
         self.count += 1;
@@ -252,6 +280,114 @@ impl Registry {
         gone
     }
 
+    /// Puts `service/instance` back as it was before a change (`None`: it did not exist).
+    pub fn restore(&mut self, service: &str, instance: &str, previous: Option<Instance>) {
+        match previous {
+            Some(i) => {
+                let instances = self.services.entry(service.to_owned()).or_default();
+                if instances.insert(instance.to_owned(), i).is_none() {
+                    self.count += 1;
+                }
+            }
+            None => {
+                let _ = self.deregister(service, instance);
+            }
+        }
+    }
+
+    /// Removes every instance of `service`; returns how many.
+    pub fn deregister_service(&mut self, service: &str) -> usize {
+        let n = self
+            .services
+            .remove(&service.to_ascii_lowercase())
+            .map_or(0, |s| s.len());
+        self.count -= n;
+        n
+    }
+
+    /// The instance `service/instance`, if registered.
+    pub fn get(&self, service: &str, instance: &str) -> Option<&Instance> {
+        self.services.get(service)?.get(instance)
+    }
+
+    /// Moves `instance` to `address` in every service it is registered in; returns those.
+    pub fn set_address(
+        &mut self,
+        instance: &str,
+        address: IpAddr,
+    ) -> Result<Vec<String>, RegistryError> {
+        if address.is_unspecified() || address.is_multicast() {
+            return Err(RegistryError::InvalidAddress(
+                address,
+                "not a unicast address",
+            ));
+        }
+        let mut moved = Vec::new();
+        for (service, instances) in &mut self.services {
+            if let Some(i) = instances.get_mut(instance)
+                && i.address != address
+            {
+                i.address = address;
+                i.health = Health::Up;
+                i.streak = 0;
+                moved.push(service.clone());
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Services `instance` is registered in.
+    pub fn services_of(&self, instance: &str) -> Vec<String> {
+        self.services
+            .iter()
+            .filter(|(_, i)| i.contains_key(instance))
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    /// Records one probe result for `service/instance`; after `failures` consecutive failures
+    /// an up instance goes down, after `successes` consecutive successes a down one comes
+    /// back. Returns the new state when it flipped.
+    pub fn record_probe(
+        &mut self,
+        service: &str,
+        instance: &str,
+        ok: bool,
+        failures: u32,
+        successes: u32,
+    ) -> Option<Health> {
+        let i = self.services.get_mut(service)?.get_mut(instance)?;
+        let against = match (i.health, ok) {
+            (Health::Up, true) | (Health::Down, false) => {
+                i.streak = 0;
+                return None;
+            }
+            (Health::Up, false) => failures,
+            (Health::Down, true) => successes,
+        };
+        i.streak += 1;
+        if i.streak < against.max(1) {
+            return None;
+        }
+        i.streak = 0;
+        i.health = if ok { Health::Up } else { Health::Down };
+        Some(i.health)
+    }
+
+    /// Instances per service and state, for the `heimdall_nameserver_instances` gauge.
+    pub fn counts(&self) -> Vec<(String, Health, usize)> {
+        let mut out = Vec::new();
+        for (service, instances) in &self.services {
+            let up = instances
+                .values()
+                .filter(|i| i.health == Health::Up)
+                .count();
+            out.push((service.clone(), Health::Up, up));
+            out.push((service.clone(), Health::Down, instances.len() - up));
+        }
+        out
+    }
+
     /// The earliest lease end, so the expiry task can sleep until then.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.services
@@ -277,6 +413,13 @@ impl Registry {
             && !(1..=max_ttl).contains(&t)
         {
             return Err(RegistryError::InvalidTtl(t, max_ttl));
+        }
+        if let Some(p) = &reg.health_path
+            && (!p.starts_with('/')
+                || p.len() > 256
+                || p.chars().any(|c| c.is_control() || c.is_whitespace()))
+        {
+            return Err(RegistryError::InvalidHealthPath(p.clone()));
         }
         if reg.labels.len() > self.limits.max_labels {
             return Err(RegistryError::InvalidLabel {
@@ -350,7 +493,25 @@ mod tests {
             port,
             labels: BTreeMap::new(),
             ttl_seconds: ttl,
+            health_path: None,
         }
+    }
+
+    #[test]
+    fn probes_flip_state_after_streaks() {
+        let mut r = Registry::default();
+        r.register("exporter", "a", reg("10.0.0.1", 1, None), Instant::now())
+            .unwrap();
+        let mut probe = |ok| r.record_probe("exporter", "a", ok, 3, 2);
+        assert_eq!(probe(false), None);
+        assert_eq!(probe(false), None);
+        assert_eq!(probe(true), None, "a success resets the failure streak");
+        assert_eq!(probe(false), None);
+        assert_eq!(probe(false), None);
+        assert_eq!(probe(false), Some(Health::Down));
+        assert_eq!(probe(true), None);
+        assert_eq!(probe(true), Some(Health::Up));
+        assert_eq!(r.record_probe("exporter", "gone", true, 3, 2), None);
     }
 
     #[test]

@@ -140,7 +140,7 @@ need() {
         if [[ "$c" == */* && -e "$c" ]] || command -v "$c" >/dev/null 2>&1; then
             continue
         fi
-        echo "error: $SUITE needs '$c' (install the peers: apt-get install prometheus prometheus-node-exporter wrk apache2-utils openssl curl bind9-dnsutils)" >&2
+        echo "error: $SUITE needs '$c' (install the peers: apt-get install prometheus prometheus-node-exporter wrk apache2-utils openssl curl bind9-dnsutils bind9 knot)" >&2
         echo "0 passed, 1 failed"
         FINISHED=1
         exit 1

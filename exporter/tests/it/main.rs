@@ -4,4 +4,6 @@
 mod golden;
 mod harness;
 mod http;
+#[cfg(feature = "registration")]
+mod registration;
 mod security;

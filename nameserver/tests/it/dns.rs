@@ -34,9 +34,7 @@ async fn srv_lists_both_exporters_with_ports_targets_and_glue() {
                 (9100, "web-2.heimdall.internal.".to_owned()),
             ]
         );
-        // hickory 0.26.3 adds additional A/AAAA for the FIRST target of an SRV RRset only
-        // (`maybe_next_name` looks at `records_without_rrsigs().next()`), so clients must be
-        // able to look the others up; the test pins today's behaviour.
+        // Every target's address rides along (hickory's catalog glued only the first one).
         let mut glue: Vec<String> = m
             .additionals
             .iter()
@@ -46,7 +44,13 @@ async fn srv_lists_both_exporters_with_ports_targets_and_glue() {
             })
             .collect();
         glue.sort();
-        assert_eq!(glue, vec!["web-1.heimdall.internal. 10.0.0.1"]);
+        assert_eq!(
+            glue,
+            vec![
+                "web-1.heimdall.internal. 10.0.0.1",
+                "web-2.heimdall.internal. 10.0.0.2"
+            ]
+        );
     }
     for (name, addr) in [("web-1", "10.0.0.1"), ("web-2", "10.0.0.2")] {
         let m = ns.query(&format!("{name}.{ZONE}"), RecordType::A).await;

@@ -19,12 +19,13 @@ pub struct Running {
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), heimdall_nameserver::RunError>>,
     pub client: reqwest::Client,
+    pub store: Option<std::sync::Arc<heimdall_nameserver::store::Store>>,
     _dir: Option<tempfile::TempDir>,
 }
 
 /// Starts a nameserver on port 0 with `args` added to the defaults.
 pub async fn start(args: &[&str]) -> Running {
-    start_inner(args, None).await
+    start_inner(args, Some(tempfile::tempdir().expect("tempdir"))).await
 }
 
 /// Starts a nameserver whose writes need [`TOKEN`].
@@ -37,16 +38,32 @@ pub async fn start_with_token() -> Running {
 }
 
 async fn start_inner(args: &[&str], dir: Option<tempfile::TempDir>) -> Running {
-    let mut argv = vec![
-        "heimdall-nameserver",
-        "--dns.listen-address=127.0.0.1:0",
-        "--http.listen-address=127.0.0.1:0",
-    ];
-    argv.extend_from_slice(args);
+    let mut argv: Vec<String> = vec!["heimdall-nameserver".into()];
+    let given = |flag: &str| args.iter().any(|a| a.starts_with(flag));
+    for (flag, default) in [
+        ("--dns.listen-address", "127.0.0.1:0"),
+        ("--http.listen-address", "127.0.0.1:0"),
+    ] {
+        if !given(flag) {
+            argv.push(format!("{flag}={default}"));
+        }
+    }
+    // Registered test addresses do not answer /health: no health checks unless asked for.
+    if !given("--health.interval") {
+        argv.push("--health.interval=0s".into());
+    }
+    if !given("--storage.path") {
+        let path = dir
+            .as_ref()
+            .map_or_else(String::new, |d| d.path().join("ns").display().to_string());
+        argv.push(format!("--storage.path={path}"));
+    }
+    argv.extend(args.iter().map(|a| a.to_string()));
     let config = Config::parse_from(argv).expect("config");
     let ns = Nameserver::bind(&config).expect("bind");
     let dns = ns.local_dns_addr();
     let http = ns.local_http_addr();
+    let store = Some(ns.store());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(ns.run(shutdown.clone()));
     let client = reqwest::Client::builder()
@@ -59,6 +76,7 @@ async fn start_inner(args: &[&str], dir: Option<tempfile::TempDir>) -> Running {
         shutdown,
         task,
         client,
+        store,
         _dir: dir,
     }
 }
@@ -185,4 +203,89 @@ pub fn soa_serial(m: &Message) -> Option<u32> {
 
 pub fn exporter(addr: &str, port: u16) -> serde_json::Value {
     serde_json::json!({ "address": addr, "port": port, "labels": { "rack": "r1", "env": "test" } })
+}
+
+/// A BIND-format key file with one hmac-sha256 key called `name`.
+pub fn key_file(dir: &std::path::Path, name: &str, secret: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.key"));
+    let b64 = data_encoding::BASE64.encode(secret);
+    std::fs::write(
+        &path,
+        format!("key \"{name}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{b64}\";\n}};\n"),
+    )
+    .expect("write key");
+    path
+}
+
+pub fn signer(name: &str, secret: &[u8]) -> hickory_proto::rr::TSigner {
+    hickory_proto::rr::TSigner::new(
+        secret.to_vec(),
+        hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
+        Name::from_ascii(name).expect("key name"),
+        300,
+    )
+    .expect("signer")
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Sends `m` (signed with `key` when given) over TCP from `src_ip` and reads answers until
+/// `done` says the exchange is complete; bounded by 30 s and 10,000 messages.
+pub async fn exchange_tcp(
+    server: SocketAddr,
+    src_ip: std::net::IpAddr,
+    mut m: Message,
+    key: Option<&hickory_proto::rr::TSigner>,
+    done: impl Fn(&[Message]) -> bool,
+) -> Vec<Message> {
+    if let Some(k) = key {
+        let (sig, _) = k.sign_message(&m, now_secs()).expect("sign");
+        m.set_signature(sig);
+    }
+    let bytes = m.to_vec().expect("encode");
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(SocketAddr::new(src_ip, 0)).expect("bind source");
+    let mut s = sock.connect(server).await.expect("connect");
+    s.write_all(&u16::try_from(bytes.len()).expect("len").to_be_bytes())
+        .await
+        .expect("write");
+    s.write_all(&bytes).await.expect("write");
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done(&out) && out.len() < 10_000 {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout_at(deadline, s.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => break, // closed
+            Err(_) => panic!("no complete answer within 30 s"),
+        }
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut buf).await.expect("read");
+        out.push(Message::from_vec(&buf).expect("parse"));
+    }
+    out
+}
+
+/// An AXFR exchange is complete at the second SOA or at an error.
+pub fn axfr_done(msgs: &[Message]) -> bool {
+    msgs.last()
+        .is_some_and(|m| m.metadata.response_code != ResponseCode::NoError)
+        || msgs
+            .iter()
+            .flat_map(|m| m.answers.iter())
+            .filter(|r| r.record_type() == RecordType::SOA)
+            .count()
+            >= 2
+}
+
+pub fn one_answer(msgs: &[Message]) -> bool {
+    !msgs.is_empty()
+}
+
+pub fn loopback() -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, 0, 1])
 }

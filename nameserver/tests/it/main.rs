@@ -4,3 +4,4 @@
 mod dns;
 mod harness;
 mod http;
+mod protocol;
