@@ -1,22 +1,35 @@
 //! Heimdall's nameserver: the fleet registry served as an authoritative DNS zone.
 //!
-//! Instances register over HTTP; each becomes `<instance>.<zone>` A/AAAA (+ TXT labels) and
-//! a target of `_<service>._tcp.<zone>` SRV, so `dig`, hickory-resolver and the scraper
-//! discover the fleet by standard DNS, and stock Prometheus by `http_sd_config`.
+//! Instances register over HTTP or TSIG-signed DNS UPDATE; each becomes `<instance>.<zone>`
+//! A/AAAA (+ TXT labels) and a target of `_<service>._tcp.<zone>` SRV while its health checks
+//! pass, so `dig`, hickory-resolver and the scraper discover the fleet by standard DNS, stock
+//! Prometheus by `http_sd_config`, and BIND or Knot replicate it by NOTIFY + AXFR.
 //!
 //! # Layout
-//! - [`registry`]: services, instances, leases and their bounds; pure, validated, unit-tested.
-//! - [`zone`]: registry → hickory records (SOA, NS, A/AAAA, SRV, TXT), served by an
-//!   `InMemoryZoneHandler` whose records are swapped on every change.
-//! - [`store`]: the registry and the zone kept in step (serial bump per change), lease expiry.
-//! - [`http`]: the axum registration API and Prometheus http_sd.
-//! - [`config`]: flags and `HEIMDALL_NAMESERVER_*` env vars.
+//! - [`registry`]: services, instances, leases, health state and their bounds; pure, validated.
+//! - [`zone`]: registry → records (SOA, NS, A/AAAA, SRV, TXT, shards, DNS-SD names) and the
+//!   indexed, immutable [`zone::ZoneData`] served through a swappable [`zone::ZoneCell`].
+//! - [`dns`]: the hickory-server request handler: queries, AXFR/IXFR in many messages with an
+//!   ACL, UPDATE, NOTIFY; [`tsig`] verifies and signs (BIND key files); [`update`] maps RFC 2136
+//!   updates onto the registry.
+//! - [`store`]: the one write path: registry change → journal ([`persist`]) → new serial →
+//!   new zone, with concurrent changes sharing one zone rebuild; lease expiry.
+//! - [`health`]: the health checker; [`replication`]: NOTIFY sender (primary), SOA poll + AXFR
+//!   client (secondary); [`metrics`]: `/metrics`.
+//! - [`http`]: the axum registration API and Prometheus http_sd; [`config`]: flags and env.
+//!
+//! # Extending
+//! A new record shape is a change in [`zone::build_records`] (and, if clients may write it, in
+//! [`update::apply`]); the handler answers whatever the zone holds. A new registry field goes
+//! into [`registry::Registration`], the journal's [`persist::StoredInstance`] and
+//! `Store::journal`.
 //!
 //! # Use
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = heimdall_nameserver::config::Config::parse_from([
 //!     "heimdall-nameserver", "--dns.listen-address=127.0.0.1:0", "--http.listen-address=127.0.0.1:0",
+//!     "--storage.path=",
 //! ])?;
 //! let ns = heimdall_nameserver::Nameserver::bind(&config)?;
 //! println!("DNS on {}, HTTP on {}", ns.local_dns_addr(), ns.local_http_addr());

@@ -354,7 +354,7 @@ impl Store {
     }
 
     /// Expires leases until `shutdown`: sleeps until the next lease ends (at most
-    /// [`EXPIRY_MAX_SLEEP`]), then removes what has ended.
+    /// a second), then removes what has ended.
     pub async fn run_expiry(&self, shutdown: CancellationToken) {
         loop {
             let now = Instant::now();
