@@ -67,7 +67,8 @@ pub struct Config {
     #[arg(
         long = "storage.path",
         env = "HEIMDALL_NAMESERVER_STORAGE_PATH",
-        default_value = "heimdall-data/nameserver"
+        default_value = "heimdall-data/nameserver",
+        value_parser = parse_path
     )]
     pub storage_path: PathBuf,
     /// BIND-format TSIG key file (`tsig-keygen` output, one or more `key` clauses). Its keys
@@ -171,6 +172,11 @@ impl Config {
 }
 
 pub use heimdall_common::{parse_duration, parse_listen_address};
+
+/// Any path, the empty one included (clap's own parser refuses an empty value).
+fn parse_path(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
+}
 
 fn parse_cidr(s: &str) -> Result<Cidr, String> {
     s.trim().parse()

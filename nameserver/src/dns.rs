@@ -330,8 +330,9 @@ impl Handler {
                     Protocol::Udp => usize::from(edns.map_or(512, |e| e.max_payload())),
                     _ => usize::from(u16::MAX),
                 };
-                // Header, question, OPT and a possible TSIG.
-                let mut used = 12 + query.name().len() + 5 + 11 + TSIG_ROOM;
+                // Header, question, OPT and the TSIG when the request was signed.
+                let tsig = if session.is_some() { TSIG_ROOM } else { 0 };
+                let mut used = 12 + query.name().len() + 5 + 11 + tsig;
                 for set in &sets {
                     reply.answers.extend(set.records.iter());
                     used += set.wire_len;

@@ -191,8 +191,11 @@ impl Nameserver {
                 let persist = match &storage {
                     Some(dir) => {
                         let (p, loaded) = Persist::open(dir)?;
-                        for problem in &loaded.problems {
-                            tracing::error!(dir = %dir.display(), problem, "registry storage");
+                        if !loaded.is_clean() {
+                            // Each problem was logged by `persist` with file, line and reason.
+                            tracing::warn!(dir = %dir.display(), problems = loaded.problems.len(),
+                                instances = loaded.instances.len(),
+                                "registry storage was damaged; serving the good part and keeping the damaged files as *.corrupt-*");
                         }
                         let now = std::time::Instant::now();
                         for i in &loaded.instances {

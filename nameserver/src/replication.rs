@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dns::{SecondaryLink, serial_ge};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::store::{Store, registry_from_zone};
-use crate::zone::{SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, ZoneCell, ZoneData};
+use crate::zone::{SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, ZoneCell, ZoneData, wire_len};
 
 /// One UDP exchange (SOA query, NOTIFY) waits this long per try.
 const UDP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -249,11 +249,16 @@ pub async fn run_notifier(
     let mut serials = store.subscribe();
     let zone = store.zone();
     let origin = store.config().origin.clone();
+    // Announce at start too: a restarted primary serves a new serial.
+    let mut first = true;
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            changed = serials.changed() => if changed.is_err() { return },
+        if !first {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = serials.changed() => if changed.is_err() { return },
+            }
         }
+        first = false;
         tokio::time::sleep(NOTIFY_COALESCE).await;
         let serial = *serials.borrow_and_update();
         let soa = zone.load().soa().clone();
@@ -276,16 +281,36 @@ pub async fn run_notifier(
     }
 }
 
-/// A secondary's zone copy on disk: the transferred records, SOA first, in DNS wire format
-/// (one message), written atomically.
+/// A secondary's zone copy on disk: the transferred records, SOA first, as a sequence of DNS
+/// messages of at most [`crate::dns::TRANSFER_MESSAGE_BYTES`] each, every one framed by its
+/// length as 4 bytes big-endian; written atomically (write, fsync, rename, fsync the directory).
 fn save(path: &Path, records: &[Record], origin: &Name) -> std::io::Result<()> {
-    let mut m = Message::new(0, MessageType::Response, OpCode::Query);
-    m.add_query(Query::query(origin.clone(), RecordType::AXFR));
-    m.add_answers(records.iter().cloned());
     let mut bytes = Vec::new();
-    let mut enc = hickory_proto::serialize::binary::BinEncoder::new(&mut bytes);
-    // Not bounded by 64 KiB: this is a file, not a datagram.
-    m.emit(&mut enc).map_err(std::io::Error::other)?;
+    let mut start = 0;
+    while start < records.len() {
+        let mut end = start;
+        let mut size = 0;
+        while end < records.len()
+            && (end == start
+                || size + wire_len(&records[end]) <= crate::dns::TRANSFER_MESSAGE_BYTES)
+        {
+            size += wire_len(&records[end]);
+            end += 1;
+        }
+        let mut m = Message::new(0, MessageType::Response, OpCode::Query);
+        m.add_query(Query::query(origin.clone(), RecordType::AXFR));
+        m.add_answers(records[start..end].iter().cloned());
+        let encoded = m.to_bytes().map_err(std::io::Error::other)?;
+        let check = Message::from_bytes(&encoded).map_err(std::io::Error::other)?;
+        if check.metadata.truncation || check.answers.len() != end - start {
+            return Err(std::io::Error::other(
+                "a zone copy message did not fit; not saved",
+            ));
+        }
+        bytes.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&encoded);
+        start = end;
+    }
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
@@ -301,8 +326,24 @@ fn save(path: &Path, records: &[Record], origin: &Name) -> std::io::Result<()> {
 
 fn load(path: &Path) -> Result<Vec<Record>, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let m = Message::from_bytes(&bytes).map_err(|e| format!("corrupt zone copy: {e}"))?;
-    Ok(m.answers)
+    let mut records = Vec::new();
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return Err("corrupt zone copy: torn length".into());
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        if len > tail.len() {
+            return Err("corrupt zone copy: torn message".into());
+        }
+        let m = Message::from_bytes(&tail[..len]).map_err(|e| format!("corrupt zone copy: {e}"))?;
+        if m.metadata.truncation {
+            return Err("corrupt zone copy: truncated message".into());
+        }
+        records.extend(m.answers);
+        rest = &tail[len..];
+    }
+    Ok(records)
 }
 
 /// Secondary side: keeps `cell` a copy of the primary's zone until `shutdown`.
@@ -428,5 +469,41 @@ impl Secondary {
                 () = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Registration, Registry};
+    use crate::zone::{ZoneConfig, build_records};
+
+    #[test]
+    fn zone_copy_round_trips_beyond_one_message() {
+        let zc = ZoneConfig::new("heimdall.internal.", None).unwrap();
+        let mut r = Registry::default();
+        for i in 0..3_000u32 {
+            let reg = Registration {
+                address: std::net::IpAddr::from([10, 1, (i >> 8) as u8, i as u8]),
+                port: 9090,
+                labels: Default::default(),
+                ttl_seconds: None,
+                health_path: None,
+            };
+            r.register("exporter", &format!("web-{i}"), reg, Instant::now())
+                .unwrap();
+        }
+        let records = build_records(&zc, &r, 9);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("zone.axfr");
+        save(&path, &records, &zc.origin).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() > 65_535);
+        let back = load(&path).unwrap();
+        assert_eq!(back.len(), records.len());
+        assert_eq!(back, records);
+        // A torn file is refused, not served in part.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
+        assert!(load(&path).unwrap_err().contains("torn"));
     }
 }

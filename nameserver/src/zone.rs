@@ -5,9 +5,10 @@
 //! Names in zone `Z` (default `heimdall.internal.`):
 //! - `Z` SOA and NS `ns.Z`; `ns.Z` A/AAAA the advertised DNS address.
 //! - `<instance>.Z` A/AAAA its address, TXT one `key=value` string per label.
-//! - `_<service>._tcp.Z` SRV `0 0 <port> <instance>.Z` for every healthy instance. Over TCP it
-//!   holds about 1,900 targets; a larger set is answered with as many as fit and the TC bit set,
-//!   never cut silently. Clients of big fleets use the shards below.
+//! - `_<service>._tcp.Z` SRV `0 0 <port> <instance>.Z` for every healthy instance. One TCP
+//!   message holds about 900 such targets (measured with `dig`: 889 of 3,000 in 65,496 bytes);
+//!   a larger set is answered with as many as fit and the TC bit set, never cut silently.
+//!   Clients of big fleets use the shards below.
 //! - `_shards._<service>._tcp.Z` PTR `_s<k>._<service>._tcp.Z` for k in 0..N, and TXT
 //!   `count=<healthy instances>` `shards=<N>`; `_s<k>._<service>._tcp.Z` SRV holds the healthy
 //!   instances whose name hashes (FNV-1a) to shard k. N is the smallest power of two that keeps

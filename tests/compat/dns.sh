@@ -20,8 +20,9 @@
 # - a restart with the same --storage.path keeps every instance;
 # - replication: Knot (knotd, when installed) and our own --role secondary transfer the zone,
 #   answer the same SRV set, pick up a new registration within 10 s (NOTIFY), keep answering
-#   when the primary is gone (ours also after its own restart, from its copy on disk), and our
-#   secondary refuses HTTP writes with 421.
+#   when the primary is gone (killed; ours also after its own restart, from its copy on disk),
+#   our secondary refuses HTTP writes with 421 and UPDATE with REFUSED; the killed primary
+#   restarts with everything (its journal) and both secondaries get its next change.
 # Needs dig, nsupdate (bind9-dnsutils), tsig-keygen (bind9; a key is written by hand without
 # it), knotd (knot; the Knot checks are skipped without it), curl, python3.
 # Env: HEIMDALL_BIN_DIR (our binaries), KEEP_WORK=1.
@@ -163,12 +164,15 @@ STORE="$WORK/primary-store"
 KNOT_PORT="$(free_port)"
 SEC_DNS="$(free_port)"
 SEC_HTTP="$(free_port)"
-# start_primary NAME [FLAGS...] : our primary on new free ports (P_DNS, P_HTTP, PRIMARY_PID).
+# start_primary NAME [FLAGS...] : our primary on new free ports (P_DNS, P_HTTP, PRIMARY_PID),
+# or on the same ones again with REUSE_PORTS=1.
 start_primary() {
     local name="$1"
     shift
-    P_DNS="$(free_port)"
-    P_HTTP="$(free_port)"
+    if [[ "${REUSE_PORTS:-0}" != 1 ]]; then
+        P_DNS="$(free_port)"
+        P_HTTP="$(free_port)"
+    fi
     start_bg "$name" "$NS_BIN" --dns.listen-address="127.0.0.1:$P_DNS" \
         --http.listen-address="127.0.0.1:$P_HTTP" --registry.token-file="$WORK/token" \
         --health.interval=0s --storage.path="$STORE" --dns.tsig-key-file "$KEY" \
@@ -527,8 +531,9 @@ check "our secondary and the primary agree again ($((FLEET + 1)) targets)" same_
 
 FLEET_SET="$(shard_targets "$P_DNS" || true)"
 SCRAPERS="$(p +short SRV "_scraper._tcp.$ZONE")"
-stop_bg "$PRIMARY_PID"
-log "primary stopped"
+kill -KILL "$PRIMARY_PID" 2>/dev/null || true
+wait "$PRIMARY_PID" 2>/dev/null || true
+log "primary killed (SIGKILL)"
 check "the primary is gone (no DNS answer)" bash -c "! dig @127.0.0.1 -p $P_DNS +norec +time=1 +tries=1 +short SOA $ZONE"
 if ((HAVE_KNOT)); then
     check "without the primary, Knot still answers the same SRV set" same_fleet "$KNOT_PORT"
@@ -550,6 +555,26 @@ if WAIT_PID=$SEC_PID wait_http "$SEC_API/health" 30; then
     check "... the scraper too" test "$(dig @127.0.0.1 -p "$SEC_DNS" +norec +time=3 +tries=1 +short SRV "_scraper._tcp.$ZONE")" = "$SCRAPERS"
 else
     fail "our secondary restarts while the primary is down" "$(show_log secondary-restarted)"
+fi
+
+# The primary was killed (SIGKILL) right after late-1: back on the same ports and storage, it
+# has everything, and the secondaries follow it again.
+if REUSE_PORTS=1 start_primary primary-after-crash --dns.notify "127.0.0.1:$KNOT_PORT,127.0.0.1:$SEC_DNS"; then
+    check "after SIGKILL the primary restarts with all $((FLEET + 1)) instances (late-1 included)" same_fleet "$P_DNS"
+    check "our restarted secondary follows the primary again (same serial within 30 s)" wait_serial "$SEC_DNS" 30
+    check "... and answers the same SRV sets" same_srv "$SEC_DNS"
+    # The restart bumped the serial without changing the records: Knot, which saw no failed
+    # refresh, may keep the older serial until its SOA refresh (60 s); a change is NOTIFYed.
+    PAPI="http://127.0.0.1:$P_HTTP"
+    check "register late-2 at the restarted primary (201)" test "$(pregister exporter late-2 '{"address":"10.3.0.2","port":9091}')" = 201
+    check "our secondary picks late-2 up within 10 s" picked_up "$SEC_DNS" 10 late-2
+    if ((HAVE_KNOT)); then
+        check "Knot picks late-2 up within 10 s (NOTIFY from the restarted primary)" picked_up "$KNOT_PORT" 10 late-2
+        wait_serial "$KNOT_PORT" 10 >/dev/null || true
+        check "Knot and the restarted primary agree ($((FLEET + 2)) targets)" same_srv "$KNOT_PORT"
+    fi
+else
+    fail "the primary restarts after SIGKILL on the same --storage.path and ports" "$(show_log primary-after-crash)"
 fi
 
 finish
