@@ -262,7 +262,7 @@ async fn services(
 ) -> Result<Json<ServicesView>, ApiError> {
     st.authorize_read(&headers)?;
     let now = Instant::now();
-    let serial = st.store.serial().await;
+    let serial = st.store.zone().load().serial();
     let services = st
         .store
         .read(|r: &Registry| {

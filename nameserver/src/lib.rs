@@ -183,6 +183,8 @@ impl Nameserver {
                     copy: storage.map(|d| d.join("zone.axfr")),
                     limits: config.limits(),
                 };
+                // Serve the copy on disk from the first query on, even if the primary is down.
+                secondary.load_copy();
                 (store, Role::Secondary(link), Some(secondary))
             }
             None => {

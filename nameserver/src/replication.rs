@@ -381,8 +381,10 @@ impl Secondary {
         self.metrics.zone_records.set(zone.len() as i64);
         self.cell.store(zone);
         self.link.serving.store(true, Ordering::Release);
-        let store = self.store.clone();
-        tokio::spawn(async move { store.replace_registry(registry).await });
+        if let Err(registry) = self.store.try_replace_registry(registry) {
+            let store = self.store.clone();
+            tokio::spawn(async move { store.replace_registry(registry).await });
+        }
         Ok(serial)
     }
 
@@ -423,8 +425,9 @@ impl Secondary {
         Ok(got)
     }
 
+    /// Follows the primary until `shutdown`. Call [`Self::load_copy`] first (at bind time), so
+    /// a copy on disk is served from the first query on.
     pub async fn run(self, shutdown: CancellationToken) {
-        self.load_copy();
         let mut current = self
             .link
             .serving

@@ -280,6 +280,19 @@ impl Store {
         self.inner.lock().await.registry = registry;
     }
 
+    /// [`Self::replace_registry`] without waiting; gives the registry back when the lock is
+    /// held.
+    pub fn try_replace_registry(&self, registry: Registry) -> Result<(), Registry> {
+        match self.inner.try_lock() {
+            Ok(mut inner) => {
+                self.metrics.set_instances(&registry.counts());
+                inner.registry = registry;
+                Ok(())
+            }
+            Err(_) => Err(registry),
+        }
+    }
+
     /// Journals the changed `keys` of `next` with a new serial, then makes `next` current.
     fn commit(
         &self,
