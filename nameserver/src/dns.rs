@@ -191,6 +191,19 @@ impl Handler {
             .unwrap_or_else(|| failed(request))
     }
 
+    /// Sends an answer with no records and `code`.
+    async fn send_code<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        handle: &mut R,
+        edns: Option<&Edns>,
+        code: ResponseCode,
+        session: Option<&mut Session>,
+    ) -> ResponseInfo {
+        self.send(request, handle, edns, Reply::new(request, code), session)
+            .await
+    }
+
     /// [`Self::send`], or `None` when the message could not be queued (the connection's
     /// queue is full or closed); the signing chain then stays where it was.
     async fn try_send<R: ResponseHandler>(
@@ -281,25 +294,13 @@ impl Handler {
             [q] => q,
             _ => {
                 return self
-                    .send(
-                        request,
-                        handle,
-                        edns,
-                        Reply::new(request, ResponseCode::FormErr),
-                        session,
-                    )
+                    .send_code(request, handle, edns, ResponseCode::FormErr, session)
                     .await;
             }
         };
         if !self.serving() {
             return self
-                .send(
-                    request,
-                    handle,
-                    edns,
-                    Reply::new(request, ResponseCode::ServFail),
-                    session,
-                )
+                .send_code(request, handle, edns, ResponseCode::ServFail, session)
                 .await;
         }
         let zone = self.zone.load();
@@ -308,13 +309,7 @@ impl Handler {
             || !zone.contains(query.name())
         {
             return self
-                .send(
-                    request,
-                    handle,
-                    edns,
-                    Reply::new(request, ResponseCode::Refused),
-                    session,
-                )
+                .send_code(request, handle, edns, ResponseCode::Refused, session)
                 .await;
         }
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
@@ -382,26 +377,14 @@ impl Handler {
             tracing::warn!(client = %src, "zone transfer refused: not in --dns.allow-transfer and not TSIG-signed");
             count("refused");
             return self
-                .send(
-                    request,
-                    handle,
-                    edns,
-                    Reply::new(request, ResponseCode::Refused),
-                    session,
-                )
+                .send_code(request, handle, edns, ResponseCode::Refused, session)
                 .await;
         }
         let origin = LowerName::new(zone.origin());
         if request.queries.queries().first().map(|q| q.name()) != Some(&origin) {
             count("refused");
             return self
-                .send(
-                    request,
-                    handle,
-                    edns,
-                    Reply::new(request, ResponseCode::NotAuth),
-                    session,
-                )
+                .send_code(request, handle, edns, ResponseCode::NotAuth, session)
                 .await;
         }
         let current =
@@ -477,13 +460,7 @@ impl Handler {
         let Role::Primary { store } = &self.role else {
             count("refused");
             return self
-                .send(
-                    request,
-                    handle,
-                    edns,
-                    Reply::new(request, ResponseCode::Refused),
-                    session,
-                )
+                .send_code(request, handle, edns, ResponseCode::Refused, session)
                 .await;
         };
         let zone = self.zone.load();
@@ -506,13 +483,7 @@ impl Handler {
             tracing::warn!(client = %request.src(), "UPDATE refused: not signed with a TSIG key");
             count("refused");
             return self
-                .send(
-                    request,
-                    handle,
-                    edns,
-                    Reply::new(request, ResponseCode::Refused),
-                    session,
-                )
+                .send_code(request, handle, edns, ResponseCode::Refused, session)
                 .await;
         };
         let lease = request.edns.as_ref().and_then(update_lease);
@@ -622,14 +593,8 @@ impl RequestHandler for Handler {
             OpCode::Update => self.update(request, &mut handle, edns, session).await,
             OpCode::Notify => self.notify(request, &mut handle, edns, session).await,
             _ => {
-                self.send(
-                    request,
-                    &mut handle,
-                    edns,
-                    Reply::new(request, ResponseCode::NotImp),
-                    session,
-                )
-                .await
+                self.send_code(request, &mut handle, edns, ResponseCode::NotImp, session)
+                    .await
             }
         }
     }

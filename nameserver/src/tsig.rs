@@ -249,7 +249,8 @@ impl Session {
     /// The TSIG record for the next response message, whose encoding without TSIG is
     /// `message`, sent for request `id`.
     pub fn sign(&mut self, id: u16, message: &[u8]) -> Result<Box<Record<TSIG>>, String> {
-        let stub = TSIG::new(
+        // The TSIG without its MAC: what the MAC is computed over (RFC 8945 §4.3.3).
+        let unsigned = TSIG::new(
             self.signer.algorithm().clone(),
             self.time,
             self.signer.fudge(),
@@ -260,7 +261,7 @@ impl Session {
         );
         let tbs = if self.first {
             self.signer
-                .encode_response_tbs(&self.previous_mac, message, &stub)
+                .encode_response_tbs(&self.previous_mac, message, &unsigned)
                 .map_err(|e| e.to_string())?
         } else {
             // Subsequent messages: prior MAC, the message, and only the timers.
@@ -277,7 +278,7 @@ impl Session {
         self.first = false;
         Ok(Box::new(make_tsig_record(
             self.signer.signer_name().clone(),
-            stub.set_mac(mac),
+            unsigned.set_mac(mac),
         )))
     }
 }

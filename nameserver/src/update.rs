@@ -205,7 +205,7 @@ pub fn apply(
                         labels.insert(k.to_owned(), v.to_owned());
                     }
                     for service in registry.services_of(&i) {
-                        let mut reg = current(registry, &service, &i);
+                        let mut reg = current(registry, &service, &i)?;
                         reg.labels = labels.clone();
                         registry
                             .register(&service, &i, reg, now)
@@ -272,7 +272,7 @@ pub fn apply(
                 }
                 RecordType::TXT => {
                     for service in registry.services_of(&i) {
-                        let mut reg = current(registry, &service, &i);
+                        let mut reg = current(registry, &service, &i)?;
                         reg.labels.clear();
                         registry
                             .register(&service, &i, reg, now)
@@ -319,12 +319,10 @@ pub fn apply(
             }
             (DNSClass::NONE, Owner::Instance(i)) => match &r.data {
                 RData::A(_) | RData::AAAA(_) => {
-                    let addr = match &r.data {
-                        RData::A(a) => IpAddr::V4(a.0),
-                        RData::AAAA(a) => IpAddr::V6(a.0),
-                        _ => unreachable!("matched above"),
-                    };
-                    if any_address(registry, &i) == Some(addr) {
+                    if r.data
+                        .ip_addr()
+                        .is_some_and(|a| any_address(registry, &i) == Some(a))
+                    {
                         for service in registry.services_of(&i) {
                             registry.deregister(&service, &i).map_err(registry_err)?;
                             touched.push((service, i.clone()));
@@ -333,7 +331,7 @@ pub fn apply(
                 }
                 RData::TXT(txt) => {
                     for service in registry.services_of(&i) {
-                        let mut reg = current(registry, &service, &i);
+                        let mut reg = current(registry, &service, &i)?;
                         for s in txt.txt_data.iter() {
                             let s = String::from_utf8_lossy(s);
                             if let Some((k, v)) = s.split_once('=')
@@ -396,18 +394,22 @@ fn existing_labels(registry: &Registry, instance: &str) -> BTreeMap<String, Stri
         .unwrap_or_default()
 }
 
-/// The registration that reproduces `service/instance` as it is (lease kept).
-fn current(registry: &Registry, service: &str, instance: &str) -> Registration {
-    let i = registry
-        .get(service, instance)
-        .expect("caller checked it is registered");
-    Registration {
+/// The registration that reproduces `service/instance` as it is (lease kept). Callers pass
+/// names from `services_of`, so it exists; should it not, the update is refused.
+fn current(registry: &Registry, service: &str, instance: &str) -> Result<Registration, Rejected> {
+    let i = registry.get(service, instance).ok_or_else(|| {
+        reject(
+            ResponseCode::ServFail,
+            format!("{instance} vanished from {service} during the update"),
+        )
+    })?;
+    Ok(Registration {
         address: i.address,
         port: i.port,
         labels: i.labels.clone(),
         ttl_seconds: i.ttl.map(|t| t.as_secs()),
         health_path: i.health_path.clone(),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -455,16 +455,27 @@ impl ZoneData {
         })
     }
 
-    /// A zone with only its SOA and NS.
+    /// A zone with only its SOA and NS, built directly (nothing to validate).
     pub fn empty(zc: &ZoneConfig, serial: u32) -> Self {
-        let records = vec![
-            Record::from_rdata(zc.origin.clone(), APEX_TTL, RData::SOA(soa(zc, serial))),
-            Record::from_rdata(zc.origin.clone(), APEX_TTL, RData::NS(NS(zc.ns_name()))),
-        ];
-        match Self::from_records(&zc.origin, records) {
-            Ok(z) => z,
-            // Unreachable: two records at the origin, one SOA.
-            Err(e) => panic!("apex-only zone invalid: {e}"),
+        let soa = Record::from_rdata(zc.origin.clone(), APEX_TTL, RData::SOA(soa(zc, serial)));
+        let ns = Record::from_rdata(zc.origin.clone(), APEX_TTL, RData::NS(NS(zc.ns_name())));
+        let set = |r: &Record| RrSet {
+            rtype: r.record_type(),
+            wire_len: wire_len(r),
+            records: vec![r.clone()],
+            glue: Vec::new(),
+        };
+        let node = Node {
+            sets: vec![set(&soa), set(&ns)],
+        };
+        let origin = LowerName::new(&zc.origin);
+        Self {
+            nodes: HashMap::from([(origin.clone(), node)]),
+            origin,
+            origin_name: zc.origin.clone(),
+            serial,
+            soa,
+            count: 2,
         }
     }
 
@@ -729,6 +740,18 @@ mod tests {
         let mut ok: Vec<Record> = build_records(&zc, &Registry::default(), 1);
         ok.push(a("x.example.com."));
         assert!(ZoneData::from_records(&origin, ok).is_err());
+    }
+
+    #[test]
+    fn empty_zone_answers_the_apex() {
+        let zc = ZoneConfig::new("heimdall.internal.", None).unwrap();
+        let z = ZoneData::empty(&zc, 3);
+        assert_eq!(z.serial(), 3);
+        assert!(matches!(
+            z.lookup(&lname("heimdall.internal."), RecordType::NS),
+            Lookup::Found(_)
+        ));
+        assert_eq!(z.transfer_records().count(), z.len());
     }
 
     #[test]
