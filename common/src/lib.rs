@@ -37,13 +37,16 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Installs the `tracing` subscriber on stderr: `RUST_LOG` if set, else `level`. A second call
-/// (several services in one process) keeps the first subscriber.
+/// Installs the `tracing` subscriber on stderr: `RUST_LOG` if set, else `level` (with
+/// hickory-server's one-line-per-request `info` log held at `warn`). Colours only on a
+/// terminal. A second call (several services in one process) keeps the first subscriber.
 pub fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},hickory_server::server=warn"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -116,8 +116,8 @@ pub struct SecondaryLink {
     pub serving: std::sync::atomic::AtomicBool,
 }
 
-/// The request handler given to hickory's `Server`.
-#[derive(Debug)]
+/// The request handler given to hickory's `Server` (TCP) and to our UDP loop ([`crate::udp`]).
+#[derive(Debug, Clone)]
 pub struct Handler {
     zone: Arc<ZoneCell>,
     keys: Keys,
@@ -170,7 +170,17 @@ impl Handler {
         }
     }
 
-    fn serving(&self) -> bool {
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The zone served now.
+    pub fn zone(&self) -> Arc<ZoneData> {
+        self.zone.load()
+    }
+
+    /// Whether queries are answered (a secondary not yet loaded, or expired, answers SERVFAIL).
+    pub fn serving(&self) -> bool {
         match &self.role {
             Role::Primary { .. } => true,
             Role::Secondary(link) => link.serving.load(std::sync::atomic::Ordering::Acquire),
@@ -343,10 +353,10 @@ impl Handler {
                     }
                 }
             }
-            Lookup::NoData => reply.authorities.push(zone.soa()),
+            Lookup::NoData => reply.authorities.push(zone.negative_soa()),
             Lookup::NxDomain => {
                 reply.meta.response_code = ResponseCode::NXDomain;
-                reply.authorities.push(zone.soa());
+                reply.authorities.push(zone.negative_soa());
             }
             Lookup::NotInZone => {
                 reply.meta.response_code = ResponseCode::Refused;

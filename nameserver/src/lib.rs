@@ -47,7 +47,9 @@ pub mod registry;
 pub mod replication;
 pub mod store;
 pub mod tsig;
+pub mod udp;
 pub mod update;
+pub mod wire;
 pub mod zone;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -286,11 +288,15 @@ impl Nameserver {
         let tcp = tokio::net::TcpListener::from_std(self.tcp).map_err(RunError::Socket)?;
         let http = tokio::net::TcpListener::from_std(self.http).map_err(RunError::Socket)?;
 
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(udp::serve(
+            udp,
+            self.handler.clone(),
+            shutdown.clone(),
+        ));
         let mut dns = Server::new(self.handler);
-        dns.register_socket(udp);
         dns.register_listener(tcp, DNS_TCP_IDLE_TIMEOUT, self.tcp_response_buffer);
 
-        let mut tasks = tokio::task::JoinSet::new();
         match self.secondary {
             Some(secondary) => {
                 tasks.spawn(secondary.run(shutdown.clone()));

@@ -56,6 +56,7 @@ pub struct Metrics {
     pub zone_serial: Gauge,
     pub zone_records: Gauge,
     pub persist_errors: Counter,
+    pub udp_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -81,12 +82,18 @@ impl Metrics {
             zone_serial: Gauge::default(),
             zone_records: Gauge::default(),
             persist_errors: Counter::default(),
+            udp_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
             "dns_responses",
             "DNS responses sent, by opcode and rcode",
             m.dns_responses.clone(),
+        );
+        registry.register(
+            "dns_udp_dropped",
+            "DNS/UDP requests dropped because too many were waiting for the general handler",
+            m.udp_dropped.clone(),
         );
         registry.register(
             "updates",
@@ -170,12 +177,17 @@ impl Metrics {
 
     /// Counts one DNS response.
     pub fn dns_response(&self, opcode: &str, rcode: &str) {
+        self.dns_response_counter(opcode, rcode).inc();
+    }
+
+    /// The counter of responses with `opcode` and `rcode`, to keep and increment directly.
+    pub fn dns_response_counter(&self, opcode: &str, rcode: &str) -> Counter {
         self.dns_responses
             .get_or_create(&DnsLabels {
                 opcode: opcode.to_owned(),
                 rcode: rcode.to_owned(),
             })
-            .inc();
+            .clone()
     }
 
     /// The OpenMetrics text of every metric.

@@ -400,7 +400,7 @@ pub fn registry_from_zone(
         if set.rtype != RecordType::SRV {
             continue;
         }
-        let Some(service) = config.service_of(&name.into()) else {
+        let Some(service) = config.service_of(name) else {
             continue;
         };
         for r in &set.records {

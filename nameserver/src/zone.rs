@@ -26,6 +26,7 @@ use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 
 use crate::registry::{Health, Registry};
+use crate::wire::{self, Found, NegativeSoa, Packed};
 
 /// TTL of instance records: short, so a deregistered or expired instance leaves caches soon.
 pub const RECORD_TTL: u32 = 15;
@@ -304,13 +305,27 @@ pub fn wire_len(r: &Record) -> usize {
 }
 
 /// One RRset: its records, the A/AAAA of the names they point to (additional-section
-/// data for SRV and NS), and the wire size of the records.
+/// data for SRV and NS), the wire size of the records, and the set encoded for the UDP fast
+/// path ([`wire::pack`]; `None` for types it does not encode).
 #[derive(Debug)]
 pub struct RrSet {
     pub rtype: RecordType,
     pub records: Vec<Record>,
     pub glue: Vec<Record>,
     pub wire_len: usize,
+    pub packed: Option<Packed>,
+}
+
+impl RrSet {
+    fn new(r: Record) -> Self {
+        Self {
+            rtype: r.record_type(),
+            wire_len: wire_len(&r),
+            records: vec![r],
+            glue: Vec::new(),
+            packed: None,
+        }
+    }
 }
 
 /// What a name holds.
@@ -337,17 +352,23 @@ pub enum Lookup<'a> {
 pub struct ZoneData {
     origin: LowerName,
     origin_name: Name,
+    /// The origin as an index key ([`wire::key`]).
+    origin_key: Box<[u8]>,
     serial: u32,
     soa: Record,
-    nodes: HashMap<LowerName, Node>,
+    /// The SOA as negative answers carry it (TTL per RFC 2308), as a record and encoded.
+    negative_soa: Record,
+    negative_packed: NegativeSoa,
+    /// Every name in the zone by its key ([`wire::key`]), so the UDP fast path looks up the
+    /// bytes of the question.
+    nodes: HashMap<Box<[u8]>, Node>,
     count: usize,
 }
 
 impl ZoneData {
     /// Indexes `records`, which must hold exactly one SOA at `origin` and nothing outside it.
     pub fn from_records(origin: &Name, records: Vec<Record>) -> Result<Self, ZoneError> {
-        let origin_l = LowerName::new(origin);
-        let mut nodes: HashMap<LowerName, Node> = HashMap::new();
+        let mut nodes: HashMap<Box<[u8]>, Node> = HashMap::new();
         let mut soa = None;
         let count = records.len();
         for r in records {
@@ -370,14 +391,13 @@ impl ZoneData {
                 }
                 soa = Some(r.clone());
             }
-            let name = LowerName::new(&r.name);
             // Every ancestor up to the origin exists (empty non-terminals answer NODATA).
-            let mut parent = name.base_name();
-            while parent.num_labels() > origin_l.num_labels() {
-                nodes.entry(parent.clone()).or_default();
+            let mut parent = r.name.base_name();
+            while parent.num_labels() > origin.num_labels() {
+                nodes.entry(wire::key(&parent)).or_default();
                 parent = parent.base_name();
             }
-            let node = nodes.entry(name).or_default();
+            let node = nodes.entry(wire::key(&r.name)).or_default();
             match node.sets.iter_mut().find(|s| s.rtype == rtype) {
                 Some(set) => {
                     if !set.records.iter().any(|x| x.data == r.data) {
@@ -385,23 +405,14 @@ impl ZoneData {
                         set.records.push(r);
                     }
                 }
-                None => node.sets.push(RrSet {
-                    rtype,
-                    wire_len: wire_len(&r),
-                    records: vec![r],
-                    glue: Vec::new(),
-                }),
+                None => node.sets.push(RrSet::new(r)),
             }
         }
         let soa = soa.ok_or_else(|| ZoneError::Data(format!("no SOA at {origin}")))?;
-        let serial = match &soa.data {
-            RData::SOA(s) => s.serial,
-            _ => 0,
-        };
         // Additional-section data: the addresses of SRV targets and NS hosts in this zone.
-        let addresses = |nodes: &HashMap<LowerName, Node>, target: &Name| -> Vec<Record> {
+        let addresses = |nodes: &HashMap<Box<[u8]>, Node>, target: &Name| -> Vec<Record> {
             nodes
-                .get(&LowerName::new(target))
+                .get(&wire::key(target))
                 .map(|n| {
                     n.sets
                         .iter()
@@ -411,7 +422,7 @@ impl ZoneData {
                 })
                 .unwrap_or_default()
         };
-        let mut glue: Vec<(LowerName, RecordType, Vec<Record>)> = Vec::new();
+        let mut glue: Vec<(Box<[u8]>, RecordType, Vec<Record>)> = Vec::new();
         for (name, node) in &nodes {
             for set in &node.sets {
                 let mut g = Vec::new();
@@ -435,14 +446,39 @@ impl ZoneData {
                 set.glue = g;
             }
         }
-        Ok(Self {
-            origin: origin_l,
+        for (name, node) in &mut nodes {
+            for set in &mut node.sets {
+                set.packed = wire::pack(name, &set.records, &set.glue);
+            }
+        }
+        let RData::SOA(soa_data) = soa.data.clone() else {
+            return Err(ZoneError::Data(format!("the SOA at {origin} has no SOA data")));
+        };
+        Ok(Self::assemble(origin, soa, &soa_data, nodes, count))
+    }
+
+    fn assemble(
+        origin: &Name,
+        soa: Record,
+        soa_data: &SOA,
+        nodes: HashMap<Box<[u8]>, Node>,
+        count: usize,
+    ) -> Self {
+        let origin_key = wire::key(origin);
+        let mut negative_soa = soa.clone();
+        negative_soa.ttl = soa.ttl.min(soa_data.minimum);
+        let negative_packed = NegativeSoa::new(soa.ttl, soa_data, &origin_key);
+        Self {
+            origin: LowerName::new(origin),
             origin_name: origin.clone(),
-            serial,
+            origin_key,
+            serial: soa_data.serial,
             soa,
+            negative_soa,
+            negative_packed,
             nodes,
             count,
-        })
+        }
     }
 
     /// The zone built from `registry`.
@@ -457,26 +493,16 @@ impl ZoneData {
 
     /// A zone with only its SOA and NS, built directly (nothing to validate).
     pub fn empty(zc: &ZoneConfig, serial: u32) -> Self {
-        let soa = Record::from_rdata(zc.origin.clone(), APEX_TTL, RData::SOA(soa(zc, serial)));
+        let soa_data = soa(zc, serial);
+        let soa = Record::from_rdata(zc.origin.clone(), APEX_TTL, RData::SOA(soa_data.clone()));
         let ns = Record::from_rdata(zc.origin.clone(), APEX_TTL, RData::NS(NS(zc.ns_name())));
-        let set = |r: &Record| RrSet {
-            rtype: r.record_type(),
-            wire_len: wire_len(r),
-            records: vec![r.clone()],
-            glue: Vec::new(),
-        };
-        let node = Node {
-            sets: vec![set(&soa), set(&ns)],
-        };
-        let origin = LowerName::new(&zc.origin);
-        Self {
-            nodes: HashMap::from([(origin.clone(), node)]),
-            origin,
-            origin_name: zc.origin.clone(),
-            serial,
-            soa,
-            count: 2,
+        let key = wire::key(&zc.origin);
+        let mut sets = vec![RrSet::new(soa.clone()), RrSet::new(ns)];
+        for set in &mut sets {
+            set.packed = wire::pack(&key, &set.records, &set.glue);
         }
+        let nodes = HashMap::from([(key, Node { sets })]);
+        Self::assemble(&zc.origin, soa, &soa_data, nodes, 2)
     }
 
     pub fn origin(&self) -> &Name {
@@ -487,9 +513,37 @@ impl ZoneData {
         self.serial
     }
 
-    /// The apex SOA (negative answers carry it in the authority section).
+    /// The apex SOA.
     pub fn soa(&self) -> &Record {
         &self.soa
+    }
+
+    /// The SOA for the authority section of NXDOMAIN and NODATA answers: its TTL is the
+    /// smaller of the SOA's TTL and MINIMUM (RFC 2308 §3).
+    pub fn negative_soa(&self) -> &Record {
+        &self.negative_soa
+    }
+
+    /// [`Self::negative_soa`] for the UDP fast path.
+    pub fn negative_packed(&self) -> &NegativeSoa {
+        &self.negative_packed
+    }
+
+    /// The origin as an index key ([`wire::key`]).
+    pub fn origin_key(&self) -> &[u8] {
+        &self.origin_key
+    }
+
+    /// The packed set of type `rtype` at the name whose key is `key`, which must be in the
+    /// zone ([`wire::in_zone`]).
+    pub fn packed(&self, key: &[u8], rtype: u16) -> Found<'_> {
+        let Some(node) = self.nodes.get(key) else {
+            return Found::NxDomain;
+        };
+        match node.sets.iter().find(|s| u16::from(s.rtype) == rtype) {
+            None => Found::NoData,
+            Some(set) => set.packed.as_ref().map_or(Found::Unpacked, Found::Set),
+        }
     }
 
     /// Records in the zone.
@@ -509,18 +563,20 @@ impl ZoneData {
     /// The set of `rtype` at `name`.
     pub fn rrset(&self, name: &LowerName, rtype: RecordType) -> Option<&RrSet> {
         self.nodes
-            .get(name)
+            .get(&wire::key(name))
             .and_then(|n| n.sets.iter().find(|s| s.rtype == rtype))
     }
 
     /// Whether `name` exists (with records, or as an empty non-terminal).
     pub fn name_exists(&self, name: &LowerName) -> bool {
-        self.nodes.contains_key(name)
+        self.nodes.contains_key(&wire::key(name))
     }
 
     /// Whether `name` owns any record.
     pub fn name_in_use(&self, name: &LowerName) -> bool {
-        self.nodes.get(name).is_some_and(|n| !n.sets.is_empty())
+        self.nodes
+            .get(&wire::key(name))
+            .is_some_and(|n| !n.sets.is_empty())
     }
 
     /// Answers `rtype` at `name` (`ANY` gives every set at the name).
@@ -528,7 +584,7 @@ impl ZoneData {
         if !self.origin.zone_of(name) {
             return Lookup::NotInZone;
         }
-        let Some(node) = self.nodes.get(name) else {
+        let Some(node) = self.nodes.get(&wire::key(name)) else {
             return Lookup::NxDomain;
         };
         let found: Vec<&RrSet> = if rtype == RecordType::ANY {
@@ -554,11 +610,12 @@ impl ZoneData {
         )
     }
 
-    /// Every RRset by owner name, for rebuilding a registry from a transferred zone.
-    pub fn sets(&self) -> impl Iterator<Item = (&LowerName, &RrSet)> {
+    /// Every RRset with its owner name, for rebuilding a registry from a transferred zone.
+    pub fn sets(&self) -> impl Iterator<Item = (&Name, &RrSet)> {
         self.nodes
-            .iter()
-            .flat_map(|(name, n)| n.sets.iter().map(move |s| (name, s)))
+            .values()
+            .flat_map(|n| n.sets.iter())
+            .filter_map(|s| s.records.first().map(|r| (&r.name, s)))
     }
 }
 
