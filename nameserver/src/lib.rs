@@ -9,9 +9,11 @@
 //! - [`registry`]: services, instances, leases, health state and their bounds; pure, validated.
 //! - [`zone`]: registry → records (SOA, NS, A/AAAA, SRV, TXT, shards, DNS-SD names) and the
 //!   indexed, immutable [`zone::ZoneData`] served through a swappable [`zone::ZoneCell`].
-//! - [`dns`]: the hickory-server request handler: queries, AXFR/IXFR in many messages with an
-//!   ACL, UPDATE, NOTIFY; [`tsig`] verifies and signs (BIND key files); [`update`] maps RFC 2136
-//!   updates onto the registry.
+//! - [`udp`]: our UDP loop: plain queries are answered by [`wire`] from answers packed with the
+//!   zone (compressed, bytes copied per query); everything else goes to [`dns`].
+//! - [`dns`]: the request handler for TCP (hickory-server's listener) and the rest of UDP:
+//!   queries, AXFR/IXFR in many messages with an ACL, UPDATE, NOTIFY; [`tsig`] verifies and
+//!   signs (BIND key files); [`update`] maps RFC 2136 updates onto the registry.
 //! - [`store`]: the one write path: registry change → journal ([`persist`]) → new serial →
 //!   new zone, with concurrent changes sharing one zone rebuild; lease expiry.
 //! - [`health`]: the health checker; [`replication`]: NOTIFY sender (primary), SOA poll + AXFR
@@ -20,7 +22,8 @@
 //!
 //! # Extending
 //! A new record shape is a change in [`zone::build_records`] (and, if clients may write it, in
-//! [`update::apply`]); the handler answers whatever the zone holds. A new registry field goes
+//! [`update::apply`]); the handler answers whatever the zone holds. A new record *type* also
+//! wants a case in [`wire::pack`]'s encoder, or its queries take the general (slower) path. A new registry field goes
 //! into [`registry::Registration`], the journal's [`persist::StoredInstance`] and
 //! `Store::journal`.
 //!
