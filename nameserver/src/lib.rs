@@ -292,11 +292,7 @@ impl Nameserver {
         let http = tokio::net::TcpListener::from_std(self.http).map_err(RunError::Socket)?;
 
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(udp::serve(
-            udp,
-            self.handler.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(udp::serve(udp, self.handler.clone(), shutdown.clone()));
         let mut dns = Server::new(self.handler);
         dns.register_listener(tcp, DNS_TCP_IDLE_TIMEOUT, self.tcp_response_buffer);
 

@@ -93,7 +93,8 @@ pub fn pack(owner: &[u8], records: &[Record], glue: &[Record]) -> Option<Packed>
         p.record(g, false)?;
         if p.buf.len() > limit {
             // Later glue could only be bigger in total; what is written past here is unused.
-            p.buf.truncate(glue_ends.last().map_or(answer_len, |e| usize::from(*e)));
+            p.buf
+                .truncate(glue_ends.last().map_or(answer_len, |e| usize::from(*e)));
             break;
         }
         glue_ends.push(p.buf.len() as u16);
@@ -386,7 +387,10 @@ fn parse(req: &[u8], key: &mut [u8; 255]) -> Result<Question, Outcome> {
             return Err(Outcome::Slow);
         }
         key[len] = l as u8;
-        for (k, b) in key[len + 1..len + 1 + l].iter_mut().zip(&req[at + 1..at + 1 + l]) {
+        for (k, b) in key[len + 1..len + 1 + l]
+            .iter_mut()
+            .zip(&req[at + 1..at + 1 + l])
+        {
             *k = b.to_ascii_lowercase();
         }
         len += 1 + l;
@@ -553,7 +557,10 @@ mod tests {
     #[test]
     fn answers_match_the_zone() {
         let z = zone(3);
-        let m = answer(&z, &query("Web-1.Heimdall.Internal.", RecordType::A, Some(4096)));
+        let m = answer(
+            &z,
+            &query("Web-1.Heimdall.Internal.", RecordType::A, Some(4096)),
+        );
         assert_eq!(m.metadata.id, 0xBEEF);
         assert_eq!(m.metadata.message_type, MessageType::Response);
         assert!(m.metadata.authoritative && m.metadata.recursion_desired);
@@ -564,7 +571,10 @@ mod tests {
         assert_eq!(m.answers[0].data, RData::A("10.0.0.2".parse().unwrap()));
         assert_eq!(m.edns.as_ref().unwrap().max_payload(), MAX_UDP_PAYLOAD);
 
-        let m = answer(&z, &query("_exporter._tcp.heimdall.internal.", RecordType::SRV, None));
+        let m = answer(
+            &z,
+            &query("_exporter._tcp.heimdall.internal.", RecordType::SRV, None),
+        );
         assert_eq!(m.answers.len(), 3);
         assert!(m.edns.is_none());
         let mut targets: Vec<String> = m
@@ -586,7 +596,10 @@ mod tests {
             assert!(targets.contains(&g.name.to_ascii()), "{}", g.name);
         }
 
-        let m = answer(&z, &query("web-2.heimdall.internal.", RecordType::TXT, Some(1232)));
+        let m = answer(
+            &z,
+            &query("web-2.heimdall.internal.", RecordType::TXT, Some(1232)),
+        );
         assert_eq!(m.answers[0].data.to_string(), "rack=r2");
         let m = answer(&z, &query("heimdall.internal.", RecordType::SOA, None));
         let RData::SOA(soa) = &m.answers[0].data else {
@@ -620,7 +633,10 @@ mod tests {
     #[test]
     fn negative_answers_carry_the_soa() {
         let z = zone(1);
-        let m = answer(&z, &query("nope.heimdall.internal.", RecordType::A, Some(1232)));
+        let m = answer(
+            &z,
+            &query("nope.heimdall.internal.", RecordType::A, Some(1232)),
+        );
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
         assert!(m.answers.is_empty());
         assert_eq!(m.authorities.len(), 1);
@@ -651,11 +667,18 @@ mod tests {
         let z = zone(20);
         // 20 SRV records (43 or 44 bytes: SRV targets are never compressed) exceed 512 bytes:
         // TC with no records (the client retries over TCP).
-        let m = answer(&z, &query("_exporter._tcp.heimdall.internal.", RecordType::SRV, None));
+        let m = answer(
+            &z,
+            &query("_exporter._tcp.heimdall.internal.", RecordType::SRV, None),
+        );
         assert!(m.metadata.truncation);
         assert!(m.answers.is_empty());
         // With EDNS 1232 they fit, and the glue fills what is left without setting TC.
-        let req = query("_exporter._tcp.heimdall.internal.", RecordType::SRV, Some(1232));
+        let req = query(
+            "_exporter._tcp.heimdall.internal.",
+            RecordType::SRV,
+            Some(1232),
+        );
         let mut out = Vec::new();
         respond(&z, &req, &mut out);
         assert!(out.len() <= 1232);
@@ -667,7 +690,14 @@ mod tests {
         assert_eq!(m.additionals.len(), 18);
         assert_eq!(out.len(), 12 + 38 + 10 * 43 + 10 * 44 + 18 * 16 + 11);
         let z = zone(200);
-        let m = answer(&z, &query("_exporter._tcp.heimdall.internal.", RecordType::SRV, Some(4096)));
+        let m = answer(
+            &z,
+            &query(
+                "_exporter._tcp.heimdall.internal.",
+                RecordType::SRV,
+                Some(4096),
+            ),
+        );
         assert!(m.metadata.truncation && m.answers.is_empty());
     }
 
@@ -677,7 +707,10 @@ mod tests {
         let mut out = Vec::new();
         let slow = |req: &[u8], out: &mut Vec<u8>| respond(&z, req, out);
         for t in [RecordType::ANY, RecordType::AXFR, RecordType::IXFR] {
-            assert_eq!(slow(&query("heimdall.internal.", t, None), &mut out), Outcome::Slow);
+            assert_eq!(
+                slow(&query("heimdall.internal.", t, None), &mut out),
+                Outcome::Slow
+            );
         }
         let mut update = Message::query();
         update.metadata.op_code = OpCode::Update;
@@ -712,7 +745,11 @@ mod tests {
     #[test]
     fn no_panic_on_mutated_packets() {
         let z = zone(5);
-        let base = query("_exporter._tcp.heimdall.internal.", RecordType::SRV, Some(1232));
+        let base = query(
+            "_exporter._tcp.heimdall.internal.",
+            RecordType::SRV,
+            Some(1232),
+        );
         let mut out = Vec::new();
         for cut in 0..base.len() {
             let _ = respond(&z, &base[..cut], &mut out);

@@ -452,7 +452,9 @@ impl ZoneData {
             }
         }
         let RData::SOA(soa_data) = soa.data.clone() else {
-            return Err(ZoneError::Data(format!("the SOA at {origin} has no SOA data")));
+            return Err(ZoneError::Data(format!(
+                "the SOA at {origin} has no SOA data"
+            )));
         };
         Ok(Self::assemble(origin, soa, &soa_data, nodes, count))
     }

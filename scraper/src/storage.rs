@@ -103,8 +103,12 @@ pub trait Querier: Send + Sync {
     /// Every series matching all `matchers` (at least one matcher must not match the empty
     /// string, as in Prometheus) with its samples in `[mint, maxt]`, sorted by labels.
     /// Series with no sample in the range are left out.
-    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64)
-    -> Result<Vec<Series>, StorageError>;
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Series>, StorageError>;
 
     /// Label names of the series matching `matchers` (all series when empty) that have samples
     /// in `[mint, maxt]`, sorted.
