@@ -9,6 +9,9 @@
 //! # Layout
 //! - [`model`]: label sets, label matchers, the staleness marker.
 //! - [`storage`]: the `Appender` and `Querier` seams between scraping, the TSDB and PromQL.
+//! - [`discovery`]: target groups from static configs, files ([`discovery::file`]) and DNS
+//!   ([`discovery::dns`], with the host cache the scrape client resolves from).
 
+pub mod discovery;
 pub mod model;
 pub mod storage;

@@ -1,0 +1,3 @@
+//! The scraper's integration tests: one binary, a module per area.
+
+mod discovery;
