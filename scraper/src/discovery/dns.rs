@@ -48,7 +48,7 @@ pub enum RecordKind {
 }
 
 /// One `dns_sd_config`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DnsSdOptions {
     pub names: Vec<String>,
     pub kind: RecordKind,

@@ -26,7 +26,7 @@ pub const POLL: Duration = Duration::from_secs(5);
 pub const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// One `file_sd_config`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FileSdOptions {
     pub files: Vec<String>,
     pub refresh_interval: Duration,

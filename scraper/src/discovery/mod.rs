@@ -78,6 +78,15 @@ impl Discovered {
         }
     }
 
+    /// Forgets the providers of `job` (its pool is being replaced).
+    pub fn clear_job(&self, job: &str) {
+        let mut groups = match self.groups.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        groups.retain(|(j, _), _| j != job);
+    }
+
     /// Waits until some provider published.
     pub async fn changed(&self) {
         self.changed.notified().await;
