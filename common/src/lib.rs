@@ -1,10 +1,13 @@
 //! What Heimdall's services share, and nothing else: process signals, logging setup, and the
-//! parsing of the flag values every service has (listen addresses, durations).
+//! parsing of the flag values every service has (listen addresses, durations, timestamps).
 //!
 //! # Layout
 //! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM.
 //! - [`init_tracing`]: the `tracing` subscriber (`RUST_LOG` or `--log.level`).
 //! - [`parse_listen_address`], [`parse_duration`]: clap value parsers with Go's spellings.
+//! - [`time`]: calendar days and RFC 3339 timestamps (API time parameters, `lastScrape`).
+
+pub mod time;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
