@@ -5,8 +5,10 @@
 //! - [`shutdown_signal`]: resolves on SIGINT or SIGTERM.
 //! - [`init_tracing`]: the `tracing` subscriber (`RUST_LOG` or `--log.level`).
 //! - [`parse_listen_address`], [`parse_duration`]: clap value parsers with Go's spellings.
+//! - [`float`]: floats as Go's `strconv.FormatFloat(v, 'g', -1, 64)` prints them (text format).
 //! - [`time`]: calendar days and RFC 3339 timestamps (API time parameters, `lastScrape`).
 
+pub mod float;
 pub mod time;
 
 use std::net::{SocketAddr, ToSocketAddrs};

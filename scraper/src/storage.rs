@@ -110,6 +110,21 @@ pub trait Querier: Send + Sync {
         maxt: i64,
     ) -> Result<Vec<Series>, StorageError>;
 
+    /// The label sets of the series matching `matchers` with samples in `[mint, maxt]`,
+    /// sorted, without loading their samples when the storage can avoid it (`/api/v1/series`).
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Labels>, StorageError> {
+        Ok(self
+            .select(matchers, mint, maxt)?
+            .into_iter()
+            .map(|s| s.labels)
+            .collect())
+    }
+
     /// Label names of the series matching `matchers` (all series when empty) that have samples
     /// in `[mint, maxt]`, sorted.
     fn label_names(
