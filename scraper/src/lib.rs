@@ -9,6 +9,8 @@
 //! # Layout
 //! - [`model`]: label sets, label matchers, the staleness marker.
 //! - [`storage`]: the `Appender` and `Querier` seams between scraping, the TSDB and PromQL.
+//! - [`relabel`]: Prometheus' relabeling actions, for target, metric and write relabeling.
 
 pub mod model;
+pub mod relabel;
 pub mod storage;
