@@ -9,8 +9,11 @@
 //! # Layout
 //! - [`model`]: label sets, label matchers, the staleness marker.
 //! - [`storage`]: the `Appender` and `Querier` seams between scraping, the TSDB and PromQL.
+//! - [`config`]: the `prometheus.yml` subset (global, scrape_configs, remote_write, alerting),
+//!   validated at start with the YAML path of any bad key; the no-file default.
 //! - [`relabel`]: Prometheus' relabeling actions, for target, metric and write relabeling.
 
+pub mod config;
 pub mod model;
 pub mod relabel;
 pub mod storage;

@@ -1,0 +1,3 @@
+//! The scraper's integration tests, one module per area.
+
+mod config;
