@@ -11,7 +11,12 @@
 //! - [`storage`]: the `Appender` and `Querier` seams between scraping, the TSDB and PromQL.
 //! - [`discovery`]: target groups from static configs, files ([`discovery::file`]) and DNS
 //!   ([`discovery::dns`], with the host cache the scrape client resolves from).
+//! - [`config`]: the `prometheus.yml` subset (global, scrape_configs, remote_write, alerting),
+//!   validated at start with the YAML path of any bad key; the no-file default.
+//! - [`relabel`]: Prometheus' relabeling actions, for target, metric and write relabeling.
 
+pub mod config;
 pub mod discovery;
 pub mod model;
+pub mod relabel;
 pub mod storage;
