@@ -9,6 +9,8 @@
 //! # Layout
 //! - [`model`]: label sets, label matchers, the staleness marker.
 //! - [`storage`]: the `Appender` and `Querier` seams between scraping, the TSDB and PromQL.
+//! - [`tsdb`]: the in-memory TSDB (Gorilla chunks, postings, retention) with its WAL and snapshots.
 
 pub mod model;
 pub mod storage;
+pub mod tsdb;
