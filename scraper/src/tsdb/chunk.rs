@@ -51,26 +51,40 @@ struct BitWriter {
 
 impl BitWriter {
     fn write_bit(&mut self, bit: bool) {
-        self.write_bits(u64::from(bit), 1);
+        if self.free == 0 {
+            self.buf.push(0);
+            self.free = 8;
+        }
+        self.free -= 1;
+        if bit && let Some(last) = self.buf.last_mut() {
+            *last |= 1 << self.free;
+        }
     }
 
-    /// Writes the low `nbits` (1..=64) of `value`.
+    /// Writes the low `nbits` (0..=64) of `value`: the rest of the partial last byte, then
+    /// whole bytes, then the leftover bits at the top of a new byte.
     fn write_bits(&mut self, value: u64, nbits: u32) {
         let mut left = nbits.min(64);
-        while left > 0 {
-            if self.free == 0 {
-                self.buf.push(0);
-                self.free = 8;
-            }
+        if left == 0 {
+            return;
+        }
+        if self.free > 0 {
             let take = left.min(self.free);
-            let shift = left - take;
-            let bits = (value >> shift) & ((1u64 << take) - 1);
+            let bits = (value >> (left - take)) & ((1u64 << take) - 1);
             if let Some(last) = self.buf.last_mut() {
                 // `bits < 2^take` and `take <= free <= 8`, so this stays within the byte.
                 *last |= (bits as u8) << (self.free - take);
             }
             self.free -= take;
             left -= take;
+        }
+        while left >= 8 {
+            left -= 8;
+            self.buf.push((value >> left) as u8);
+        }
+        if left > 0 {
+            self.buf.push((value << (8 - left)) as u8);
+            self.free = 8 - left;
         }
     }
 

@@ -255,7 +255,9 @@ impl Head {
             return Ok((id, false));
         }
         if max_series.is_some_and(|max| self.num_series.load(Ordering::Relaxed) >= max) {
-            return Err(AppendError::Limit("maximum number of series reached".into()));
+            return Err(AppendError::Limit(
+                "maximum number of series reached".into(),
+            ));
         }
         let id = shard
             .next_local
@@ -442,25 +444,37 @@ impl Head {
         }
     }
 
-    /// (chunks, chunk bytes, series struct bytes) over every series, for stats resync and
-    /// the memory estimate.
-    pub fn census(&self) -> (u64, u64, u64) {
-        let (mut chunks, mut bytes, mut structs) = (0u64, 0u64, 0u64);
+    /// Counts over every series, for gauge resync and the memory estimate.
+    pub fn census(&self) -> Census {
+        let mut c = Census::default();
         let per_series = (size_of::<MemSeries>() + size_of::<u32>() + 8) as u64
             + (size_of::<u64>() + size_of::<HashIds>() + 8) as u64;
         for shard in self.shards.iter() {
             let shard = lock(shard);
             for s in shard.series.values() {
-                chunks += s.chunk_count() as u64;
-                bytes += s.chunk_bytes() as u64;
-                structs += per_series
+                c.chunks += s.chunk_count() as u64;
+                c.chunk_bytes += s.chunk_bytes() as u64;
+                c.encoded_bytes += s.closed.iter().map(|x| x.data.len() as u64).sum::<u64>()
+                    + s.open.as_ref().map_or(0, |o| o.enc.bytes().len() as u64);
+                c.series_bytes += per_series
                     + (s.labels.len() * size_of::<crate::model::Label>()) as u64
-                    + (s.closed.capacity() * size_of::<super::series::ClosedChunk>())
-                        as u64;
+                    + (s.closed.capacity() * size_of::<super::series::ClosedChunk>()) as u64;
             }
         }
-        (chunks, bytes, structs)
+        c
     }
+}
+
+/// Totals over every series.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    pub chunks: u64,
+    /// Memory held by chunks (data, ring slots, spare capacity of open chunks).
+    pub chunk_bytes: u64,
+    /// Encoded chunk bytes only.
+    pub encoded_bytes: u64,
+    /// Series structs, label vectors, map slots.
+    pub series_bytes: u64,
 }
 
 #[cfg(test)]
@@ -484,7 +498,9 @@ mod tests {
         assert!(head.alive.contains(a));
         assert_eq!(
             head.get_or_create(&labels(2), 0, Some(1)),
-            Err(AppendError::Limit("maximum number of series reached".into()))
+            Err(AppendError::Limit(
+                "maximum number of series reached".into()
+            ))
         );
         // Re-inserting with a foreign shard is refused.
         assert!(!head.insert_with_id(a + 1, &labels(1), true));
@@ -496,7 +512,16 @@ mod tests {
         let head = Head::default();
         let (a, _) = head.get_or_create(&labels(1), 0, None).unwrap();
         let mut tally = Tally::default();
-        head.apply(&[Pending { id: a, seq: 0, t: 10, v: 1.0 }], &mut tally, None);
+        head.apply(
+            &[Pending {
+                id: a,
+                seq: 0,
+                t: 10,
+                v: 1.0,
+            }],
+            &mut tally,
+            None,
+        );
         assert_eq!(tally.appended, 1);
         let (dropped, _, removed) = head.truncate(1000);
         assert_eq!((dropped.chunks, removed), (1, 1));
@@ -505,7 +530,16 @@ mod tests {
         assert!(created);
         assert_ne!(a, b);
         let mut tally = Tally::default();
-        head.apply(&[Pending { id: a, seq: 0, t: 2000, v: 1.0 }], &mut tally, None);
+        head.apply(
+            &[Pending {
+                id: a,
+                seq: 0,
+                t: 2000,
+                v: 1.0,
+            }],
+            &mut tally,
+            None,
+        );
         assert_eq!(tally.unknown, 1);
     }
 

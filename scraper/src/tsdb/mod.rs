@@ -37,7 +37,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::model::{Labels, Matcher, METRIC_NAME};
+use crate::model::{Labels, METRIC_NAME, Matcher};
 use crate::storage::{
     self, AppendError, Appender, CommitStats, Querier, Sample, Series, SeriesRef, StorageError,
 };
@@ -51,6 +51,10 @@ pub const MAX_LABELS: usize = wal::MAX_LABELS;
 
 /// Most bytes of label names and values a series may have.
 pub const MAX_LABEL_BYTES: usize = 64 * 1024;
+
+/// Timestamps beyond ±2^61 ms (±73 million years) are refused as out of bounds, so deltas
+/// between samples always fit the chunk encoding and span arithmetic cannot overflow.
+pub const MAX_ABS_TIMESTAMP: i64 = 1 << 61;
 
 /// Appender buffers kept for reuse; more are dropped (bounds the pool's memory).
 const POOLED_BUFFERS: usize = 64;
@@ -82,7 +86,8 @@ pub struct Options {
     pub checkpoint_interval: Duration,
     /// How often the service should call [`Tsdb::maintain`].
     pub maintenance_interval: Duration,
-    /// New series beyond this count fail with [`AppendError::Limit`].
+    /// New series beyond this count fail with [`AppendError::Limit`] (default 5M: five
+    /// times the design load, a bound on memory against runaway cardinality).
     pub max_series: Option<u64>,
     /// Samples one appender may buffer before [`AppendError::Limit`].
     pub max_samples_per_commit: usize,
@@ -98,7 +103,7 @@ impl Default for Options {
             wal_sync_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_secs(15 * 60),
             maintenance_interval: Duration::from_secs(10),
-            max_series: None,
+            max_series: Some(5_000_000),
             max_samples_per_commit: 1_000_000,
         }
     }
@@ -188,8 +193,10 @@ pub struct MemoryEstimate {
     pub series_bytes: u64,
     /// Postings lists, interned strings, index maps.
     pub index_bytes: u64,
-    /// Chunk bytes and chunk slots.
+    /// Chunk bytes, chunk slots and the spare capacity of open chunks.
     pub chunk_bytes: u64,
+    /// Encoded chunk bytes alone (what "bytes per sample" compares with Prometheus).
+    pub encoded_chunk_bytes: u64,
 }
 
 /// What one [`Tsdb::maintain`] call did.
@@ -290,7 +297,11 @@ fn validate_labels(labels: &Labels) -> Result<(), AppendError> {
 impl Tsdb {
     /// A memory-only TSDB (no WAL, no snapshots).
     pub fn in_memory(opts: Options) -> Self {
-        Self::new(Options { wal: false, ..opts }, None, ReplayReport::default())
+        Self::new(
+            Options { wal: false, ..opts },
+            None,
+            ReplayReport::default(),
+        )
     }
 
     fn new(opts: Options, disk: Option<Disk>, replay: ReplayReport) -> Self {
@@ -314,7 +325,9 @@ impl Tsdb {
     /// [`Self::replay_report`].
     pub fn open(dir: &Path, opts: Options) -> Result<Self, TsdbError> {
         if opts.max_samples_per_commit == 0 {
-            return Err(TsdbError::Options("max_samples_per_commit must be > 0".into()));
+            return Err(TsdbError::Options(
+                "max_samples_per_commit must be > 0".into(),
+            ));
         }
         if !opts.wal {
             return Ok(Self::in_memory(opts));
@@ -328,8 +341,11 @@ impl Tsdb {
             .write(true)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
-        rustix::fs::flock(&lock_file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|_| TsdbError::Locked(dir.to_path_buf()))?;
+        rustix::fs::flock(
+            &lock_file,
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        )
+        .map_err(|_| TsdbError::Locked(dir.to_path_buf()))?;
         let _ = std::fs::remove_file(dir.join("snapshot.tmp"));
 
         let started = Instant::now();
@@ -339,7 +355,9 @@ impl Tsdb {
         let mut from = 0;
         if let Some((n, path)) = snapshots.last() {
             from = *n;
-            if let Some(t) = persist::load_snapshot(&db.head, path, &mut report).map_err(io_err(path))? {
+            if let Some(t) =
+                persist::load_snapshot(&db.head, path, &mut report).map_err(io_err(path))?
+            {
                 db.min_valid.store(t.min_valid, Ordering::Relaxed);
             }
         }
@@ -405,9 +423,13 @@ impl Tsdb {
 
     /// Recounts chunk gauges and the time range from the series (after a replay).
     fn resync_gauges(&self) {
-        let (chunks, bytes, _) = self.head.census();
-        self.counters.chunks.store(chunks as i64, Ordering::Relaxed);
-        self.counters.chunk_bytes.store(bytes as i64, Ordering::Relaxed);
+        let census = self.head.census();
+        self.counters
+            .chunks
+            .store(census.chunks as i64, Ordering::Relaxed);
+        self.counters
+            .chunk_bytes
+            .store(census.chunk_bytes as i64, Ordering::Relaxed);
         let (mut lo, mut hi) = (i64::MAX, i64::MIN);
         for idx in 0..self.head.shard_count() {
             if let Some(shard) = self.head.shard(idx) {
@@ -437,7 +459,11 @@ impl Tsdb {
         }
     }
 
-    fn commit_batch(&self, mut buf: Vec<Pending>, series_added: usize) -> Result<CommitStats, StorageError> {
+    fn commit_batch(
+        &self,
+        mut buf: Vec<Pending>,
+        series_added: usize,
+    ) -> Result<CommitStats, StorageError> {
         if self.closed.load(Ordering::Acquire) {
             self.recycle(buf);
             return Err(StorageError::Closed);
@@ -575,12 +601,13 @@ impl Tsdb {
 
     /// Walks every structure to estimate memory use (takes every shard lock in turn).
     pub fn memory_estimate(&self) -> MemoryEstimate {
-        let (_, chunk_bytes, series_bytes) = self.head.census();
+        let census = self.head.census();
         MemoryEstimate {
             series: self.head.num_series.load(Ordering::Relaxed),
-            series_bytes,
+            series_bytes: census.series_bytes,
             index_bytes: read(&self.head.postings).memory_bytes() as u64,
-            chunk_bytes,
+            chunk_bytes: census.chunk_bytes,
+            encoded_chunk_bytes: census.encoded_bytes,
         }
     }
 
@@ -592,9 +619,11 @@ impl Tsdb {
         let min_valid = self.min_valid.load(Ordering::Relaxed);
         let (dropped, min_time, removed) = self.head.truncate(min_valid);
         let c = &self.counters;
-        c.dropped_retention.fetch_add(dropped.chunks, Ordering::Relaxed);
+        c.dropped_retention
+            .fetch_add(dropped.chunks, Ordering::Relaxed);
         c.chunks.fetch_sub(dropped.chunks as i64, Ordering::Relaxed);
-        c.chunk_bytes.fetch_sub(dropped.bytes as i64, Ordering::Relaxed);
+        c.chunk_bytes
+            .fetch_sub(dropped.bytes as i64, Ordering::Relaxed);
         c.series_removed.fetch_add(removed, Ordering::Relaxed);
         c.min_time.store(min_time, Ordering::Relaxed);
         let mut report = MaintenanceReport {
@@ -633,8 +662,10 @@ impl Tsdb {
         let mut report = self.truncate(now_ms);
         if let Some(disk) = &self.disk {
             self.sync_wal()?;
-            let due = lock(&disk.checkpoint).elapsed() >= self.opts.checkpoint_interval
-                || disk.checkpoint_wanted.load(Ordering::Relaxed);
+            // A snapshot asked for by a failed WAL write waits until writes work again, so
+            // a full disk does not mean a failed snapshot (and an error) every run.
+            let wanted = disk.checkpoint_wanted.load(Ordering::Relaxed) && !lock(&disk.wal).failing;
+            let due = wanted || lock(&disk.checkpoint).elapsed() >= self.opts.checkpoint_interval;
             if due && !self.closed.load(Ordering::Acquire) {
                 self.checkpoint()?;
                 report.checkpointed = true;
@@ -645,7 +676,9 @@ impl Tsdb {
 
     /// fsyncs the WAL if it has unsynced writes.
     pub fn sync_wal(&self) -> Result<(), TsdbError> {
-        let Some(disk) = &self.disk else { return Ok(()) };
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
         let mut w = lock(&disk.wal);
         if w.sync_due() || self.closed.load(Ordering::Acquire) {
             w.sync().map_err(io_err(&disk.dir))?;
@@ -675,7 +708,9 @@ impl Tsdb {
         let (seg, size) = match res {
             Ok(x) => x,
             Err(e) => {
-                self.counters.checkpoint_errors.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .checkpoint_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 disk.checkpoint_wanted.store(true, Ordering::Relaxed);
                 tracing::error!(dir = %disk.dir.display(), "snapshot failed, keeping the WAL: {e}");
                 return Err(TsdbError::Io {
@@ -698,7 +733,9 @@ impl Tsdb {
         }
         *last = Instant::now();
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-        self.counters.last_checkpoint_bytes.store(size, Ordering::Relaxed);
+        self.counters
+            .last_checkpoint_bytes
+            .store(size, Ordering::Relaxed);
         tracing::debug!(seg, size, "snapshot written");
         Ok(size)
     }
@@ -737,11 +774,21 @@ struct HeadAppender<'a> {
 }
 
 impl HeadAppender<'_> {
-    fn push(&mut self, id: u32, t: i64, v: f64) -> Result<(), AppendError> {
-        if t < self.db.min_valid.load(Ordering::Relaxed) {
-            self.db.counters.out_of_bounds.fetch_add(1, Ordering::Relaxed);
+    fn check_time(&self, t: i64) -> Result<(), AppendError> {
+        if t < self.db.min_valid.load(Ordering::Relaxed)
+            || t.unsigned_abs() > MAX_ABS_TIMESTAMP as u64
+        {
+            self.db
+                .counters
+                .out_of_bounds
+                .fetch_add(1, Ordering::Relaxed);
             return Err(AppendError::OutOfBounds);
         }
+        Ok(())
+    }
+
+    fn push(&mut self, id: u32, t: i64, v: f64) -> Result<(), AppendError> {
+        self.check_time(t)?;
         if self.buf.len() >= self.db.opts.max_samples_per_commit {
             return Err(AppendError::Limit(format!(
                 "more than {} samples in one commit",
@@ -757,14 +804,23 @@ impl HeadAppender<'_> {
 impl Appender for HeadAppender<'_> {
     fn append(&mut self, labels: &Labels, t: i64, v: f64) -> Result<SeriesRef, AppendError> {
         if t < self.db.min_valid.load(Ordering::Relaxed) {
-            self.db.counters.out_of_bounds.fetch_add(1, Ordering::Relaxed);
+            self.db
+                .counters
+                .out_of_bounds
+                .fetch_add(1, Ordering::Relaxed);
             return Err(AppendError::OutOfBounds);
         }
         validate_labels(labels)?;
-        let (id, created) = self.db.head.get_or_create(labels, t, self.db.opts.max_series)?;
+        let (id, created) = self
+            .db
+            .head
+            .get_or_create(labels, t, self.db.opts.max_series)?;
         if created {
             self.series_added += 1;
-            self.db.counters.series_created.fetch_add(1, Ordering::Relaxed);
+            self.db
+                .counters
+                .series_created
+                .fetch_add(1, Ordering::Relaxed);
         }
         self.push(id, t, v)?;
         Ok(SeriesRef::from(id))
@@ -812,7 +868,12 @@ impl storage::Appendable for Tsdb {
 impl Querier for Tsdb {
     /// Series come back sorted by labels. Every matcher matching the empty string (or none)
     /// is refused, as Prometheus refuses such selectors.
-    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, StorageError> {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Series>, StorageError> {
         if matchers.iter().all(Matcher::matches_empty) {
             return Err(StorageError::Query(
                 "at least one matcher must not match the empty string".into(),
@@ -846,7 +907,12 @@ impl Querier for Tsdb {
     /// Without matchers, the names come from the index when the head overlaps the range
     /// (as Prometheus' head does); with matchers, from the matching series that hold data
     /// in the range (by chunk time ranges).
-    fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>, StorageError> {
+    fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>, StorageError> {
         if matchers.is_empty() {
             if !self.head_overlaps(mint, maxt) {
                 return Ok(Vec::new());

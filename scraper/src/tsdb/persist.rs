@@ -25,8 +25,8 @@ use super::chunk::{self, XorEncoder};
 use super::head::{Head, Pending, SHARDS, Tally, shard_of};
 use super::series::{ClosedChunk, MemSeries, OpenChunk};
 use super::wal::{
-    self, Cursor, FrameError, FrameReader, REC_SAMPLES, REC_SERIES, put_bytes, put_labels,
-    put_uvarint, put_varint, push_frame, sync_dir,
+    self, Cursor, FrameError, FrameReader, REC_SAMPLES, REC_SERIES, push_frame, put_bytes,
+    put_labels, put_uvarint, put_varint, sync_dir,
 };
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"HMDLSNP1";
@@ -189,7 +189,8 @@ fn decode_series(head: &Head, c: &mut Cursor<'_>) -> Result<(), String> {
         let _min = c.varint().ok_or_else(|| bad("chunk min"))?;
         let _max = c.varint().ok_or_else(|| bad("chunk max"))?;
         let data = c.bytes().ok_or_else(|| bad("chunk bytes"))?;
-        let (min_t, max_t, _) = chunk::validate(data).map_err(|e| format!("chunk of series {id}: {e}"))?;
+        let (min_t, max_t, _) =
+            chunk::validate(data).map_err(|e| format!("chunk of series {id}: {e}"))?;
         if min_t <= prev_max && prev_max != i64::MIN {
             return Err(format!("chunks of series {id} overlap"));
         }
@@ -205,7 +206,8 @@ fn decode_series(head: &Head, c: &mut Cursor<'_>) -> Result<(), String> {
         _ => {
             let _min = c.varint().ok_or_else(|| bad("open min"))?;
             let data = c.bytes().ok_or_else(|| bad("open bytes"))?;
-            let (min_t, max_t, _) = chunk::validate(data).map_err(|e| format!("open chunk of series {id}: {e}"))?;
+            let (min_t, max_t, _) =
+                chunk::validate(data).map_err(|e| format!("open chunk of series {id}: {e}"))?;
             if min_t <= prev_max && prev_max != i64::MIN {
                 return Err(format!("chunks of series {id} overlap"));
             }
@@ -252,7 +254,11 @@ fn decode_trailer(c: &mut Cursor<'_>) -> Option<Trailer> {
 
 /// Loads a snapshot into an empty head; what could not be read is described in the
 /// report (the series before it are kept).
-pub fn load_snapshot(head: &Head, path: &Path, report: &mut ReplayReport) -> io::Result<Option<Trailer>> {
+pub fn load_snapshot(
+    head: &Head,
+    path: &Path,
+    report: &mut ReplayReport,
+) -> io::Result<Option<Trailer>> {
     let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
     let mut magic = [0u8; 8];
     let mut got = 0;
@@ -277,8 +283,12 @@ pub fn load_snapshot(head: &Head, path: &Path, report: &mut ReplayReport) -> io:
             Ok(None) => break,
             Err(e) => {
                 report.snapshot_error = Some(match e {
-                    FrameError::Torn { offset } => format!("ends inside a frame at offset {offset}"),
-                    FrameError::Corrupt { offset, reason } => format!("{reason} at offset {offset}"),
+                    FrameError::Torn { offset } => {
+                        format!("ends inside a frame at offset {offset}")
+                    }
+                    FrameError::Corrupt { offset, reason } => {
+                        format!("{reason} at offset {offset}")
+                    }
                 });
                 break;
             }
@@ -410,7 +420,12 @@ pub fn replay_wal(
                 Ok(None) => break None,
                 Ok(Some(p)) => match apply_record(head, p, &mut scratch, min_valid, report) {
                     Ok(()) => report.records += 1,
-                    Err(reason) => break Some(FrameError::Corrupt { offset: start, reason }),
+                    Err(reason) => {
+                        break Some(FrameError::Corrupt {
+                            offset: start,
+                            reason,
+                        });
+                    }
                 },
                 Err(e) => break Some(e),
             }

@@ -384,16 +384,37 @@ mod tests {
         use MatchOp::*;
         let p = index();
         assert_eq!(sel(&p, &[(Equal, "__name__", "up")]), [0, 7, 14]);
-        assert_eq!(sel(&p, &[(Equal, "job", "node"), (Equal, "instance", "a")]), [0]);
-        assert_eq!(sel(&p, &[(Equal, "job", "node"), (NotEqual, "instance", "a")]), [7, 21]);
+        assert_eq!(
+            sel(&p, &[(Equal, "job", "node"), (Equal, "instance", "a")]),
+            [0]
+        );
+        assert_eq!(
+            sel(&p, &[(Equal, "job", "node"), (NotEqual, "instance", "a")]),
+            [7, 21]
+        );
         // A missing label matches the empty string.
-        assert_eq!(sel(&p, &[(Equal, "job", "node"), (Equal, "instance", "")]), [21]);
-        assert_eq!(sel(&p, &[(Equal, "job", "node"), (NotEqual, "instance", "")]), [0, 7]);
+        assert_eq!(
+            sel(&p, &[(Equal, "job", "node"), (Equal, "instance", "")]),
+            [21]
+        );
+        assert_eq!(
+            sel(&p, &[(Equal, "job", "node"), (NotEqual, "instance", "")]),
+            [0, 7]
+        );
         assert_eq!(sel(&p, &[(Regex, "instance", "a|b")]), [0, 7, 14]);
         assert_eq!(sel(&p, &[(Regex, "job", "n.*")]), [0, 7, 21]);
-        assert_eq!(sel(&p, &[(Regex, "__name__", ".+"), (Regex, "instance", "b|")]), [7, 21]);
-        assert_eq!(sel(&p, &[(Equal, "job", "node"), (NotRegex, "instance", "a|b")]), [21]);
-        assert_eq!(sel(&p, &[(Equal, "job", "node"), (NotRegex, "instance", "b.*")]), [0, 21]);
+        assert_eq!(
+            sel(&p, &[(Regex, "__name__", ".+"), (Regex, "instance", "b|")]),
+            [7, 21]
+        );
+        assert_eq!(
+            sel(&p, &[(Equal, "job", "node"), (NotRegex, "instance", "a|b")]),
+            [21]
+        );
+        assert_eq!(
+            sel(&p, &[(Equal, "job", "node"), (NotRegex, "instance", "b.*")]),
+            [0, 21]
+        );
         assert_eq!(sel(&p, &[(Equal, "job", "nope")]), Vec::<u32>::new());
         assert_eq!(sel(&p, &[(NotEqual, "job", "dns")]), [0, 7, 21]);
         assert_eq!(sel(&p, &[]), [0, 7, 14, 21]);
@@ -402,11 +423,20 @@ mod tests {
     #[test]
     fn strings_are_interned_and_removal_cleans_up() {
         let mut p = index();
-        let a = p.add(100, &Labels::from_pairs([("__name__", "up"), ("job", "node")]));
+        let a = p.add(
+            100,
+            &Labels::from_pairs([("__name__", "up"), ("job", "node")]),
+        );
         let b = p.get("job", "node").len();
         assert_eq!(b, 4);
-        let again = p.add(101, &Labels::from_pairs([("__name__", "up"), ("job", "node")]));
-        assert!(Arc::ptr_eq(&a.as_slice()[1].value, &again.as_slice()[1].value));
+        let again = p.add(
+            101,
+            &Labels::from_pairs([("__name__", "up"), ("job", "node")]),
+        );
+        assert!(Arc::ptr_eq(
+            &a.as_slice()[1].value,
+            &again.as_slice()[1].value
+        ));
         p.remove(&[(100, a), (101, again)]);
         p.remove(&[(
             14,
@@ -415,7 +445,13 @@ mod tests {
         assert_eq!(p.label_values("job"), ["node"]);
         assert_eq!(p.all(), [0, 7, 21]);
         let stats = p.stats("__name__", 10);
-        assert_eq!(stats.series_count_by_metric_name[0], Stat { name: "up".into(), value: 2 });
+        assert_eq!(
+            stats.series_count_by_metric_name[0],
+            Stat {
+                name: "up".into(),
+                value: 2
+            }
+        );
         assert_eq!(stats.series_count_by_label_value_pair[0].name, "job=node");
         assert_eq!(stats.num_label_pairs, 5);
     }

@@ -105,7 +105,9 @@ impl MemSeries {
         let mut new_chunk = false;
         let cut = match &self.open {
             None => true,
-            Some(o) => o.enc.count() >= SAMPLES_PER_CHUNK || t - o.min_t > MAX_CHUNK_SPAN_MS,
+            Some(o) => {
+                o.enc.count() >= SAMPLES_PER_CHUNK || t.saturating_sub(o.min_t) > MAX_CHUNK_SPAN_MS
+            }
         };
         if cut {
             let capacity = match self.open.take() {
@@ -221,7 +223,11 @@ impl MemSeries {
 
     /// Drops the oldest closed chunks whose end falls in a budget bucket `<= cutoff`
     /// (`bucket(max_t)`); returns (chunks, bytes) dropped.
-    pub fn drop_closed_until(&mut self, cutoff: i64, bucket: impl Fn(i64) -> i64) -> (usize, usize) {
+    pub fn drop_closed_until(
+        &mut self,
+        cutoff: i64,
+        bucket: impl Fn(i64) -> i64,
+    ) -> (usize, usize) {
         let (mut chunks, mut bytes) = (0, 0);
         while let Some(c) = self.closed.front() {
             if bucket(c.max_t) > cutoff {

@@ -492,7 +492,10 @@ mod tests {
         let mut r = FrameReader::new(torn, 0);
         r.next_frame().unwrap().unwrap();
         r.next_frame().unwrap().unwrap();
-        assert_eq!(r.next_frame().unwrap(), Err(FrameError::Torn { offset: 21 }));
+        assert_eq!(
+            r.next_frame().unwrap(),
+            Err(FrameError::Torn { offset: 21 })
+        );
 
         let mut bad = out.clone();
         bad[10] ^= 1;
@@ -526,7 +529,10 @@ mod tests {
         let mut c = Cursor::new(&p);
         assert_eq!(c.u8(), Some(REC_SAMPLES));
         assert_eq!(c.u64_le(), Some(1000));
-        assert_eq!((c.uvarint(), c.varint(), c.u64_le()), (Some(7), Some(0), Some(1f64.to_bits())));
+        assert_eq!(
+            (c.uvarint(), c.varint(), c.u64_le()),
+            (Some(7), Some(0), Some(1f64.to_bits()))
+        );
         assert_eq!(c.uvarint(), Some(7));
         assert_eq!(c.varint(), Some(-10));
         assert_eq!(c.u64_le(), Some(f64::NAN.to_bits()));
