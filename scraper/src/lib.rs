@@ -14,9 +14,11 @@
 //! - [`config`]: the `prometheus.yml` subset (global, scrape_configs, remote_write, alerting),
 //!   validated at start with the YAML path of any bad key; the no-file default.
 //! - [`relabel`]: Prometheus' relabeling actions, for target, metric and write relabeling.
+//! - [`tsdb`]: the in-memory TSDB (Gorilla chunks, postings, retention) with its WAL and snapshots.
 
 pub mod config;
 pub mod discovery;
 pub mod model;
 pub mod relabel;
 pub mod storage;
+pub mod tsdb;
