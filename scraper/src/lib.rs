@@ -22,3 +22,39 @@ pub mod model;
 pub mod relabel;
 pub mod storage;
 pub mod tsdb;
+
+pub use service::{Scraper, StartError};
+
+/// The whole binary: parse flags, start, serve until SIGINT/SIGTERM (SIGHUP reloads).
+pub async fn main_with_args<I, T>(args: I) -> std::process::ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let flags = match flags::Flags::parse_from(args) {
+        Ok(f) => f,
+        Err(e) => e.exit(),
+    };
+    heimdall_common::init_tracing(&flags.log_level);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let scraper = match Scraper::bind(&flags, shutdown.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("heimdall-scraper: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    tracing::info!(api = %scraper.local_addr(), "heimdall-scraper listening");
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        heimdall_common::shutdown_signal().await;
+        trigger.cancel();
+    });
+    match scraper.run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("heimdall-scraper: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

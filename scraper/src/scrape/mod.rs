@@ -94,9 +94,79 @@ pub enum ApplyError {
     Pool { job: String, reason: String },
 }
 
+/// Metric metadata (TYPE, HELP, UNIT) seen in scrapes, for `/api/v1/metadata`: per metric
+/// name the distinct entries across targets, bounded.
+#[derive(Debug, Default)]
+pub struct MetadataStore {
+    map: Mutex<BTreeMap<String, Vec<Meta>>>,
+}
+
+/// One metric's metadata as a target exposes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: &'static str,
+    pub help: String,
+    pub unit: String,
+}
+
+/// Metric names remembered at most, and distinct entries per name.
+const MAX_METADATA_NAMES: usize = 100_000;
+const MAX_METADATA_PER_NAME: usize = 16;
+
+impl MetadataStore {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Records changed entries of one target.
+    pub fn record(&self, batch: Vec<(String, Meta)>) {
+        let mut map = match self.map.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        for (name, meta) in batch {
+            if map.len() >= MAX_METADATA_NAMES && !map.contains_key(&name) {
+                continue;
+            }
+            let entries = map.entry(name).or_default();
+            if !entries.contains(&meta) {
+                if entries.len() >= MAX_METADATA_PER_NAME {
+                    entries.remove(0);
+                }
+                entries.push(meta);
+            }
+        }
+    }
+
+    /// `/api/v1/metadata` data: name → [{type, help, unit}], optionally one metric, at most
+    /// `limit` names (0 = all).
+    pub fn to_api(
+        &self,
+        metric: Option<&str>,
+        limit: usize,
+    ) -> BTreeMap<String, Vec<serde_json::Value>> {
+        let map = match self.map.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.iter()
+            .filter(|(n, _)| metric.is_none_or(|m| m == n.as_str()))
+            .take(if limit == 0 { usize::MAX } else { limit })
+            .map(|(n, entries)| {
+                let list = entries
+                    .iter()
+                    .map(|m| serde_json::json!({"type": m.kind, "help": m.help, "unit": m.unit}))
+                    .collect();
+                (n.clone(), list)
+            })
+            .collect()
+    }
+}
+
 /// Runs the scrape pools.
 pub struct Manager {
     storage: Arc<dyn Appendable>,
+    metadata: Arc<MetadataStore>,
     hosts: Arc<HostCache>,
     discovered: Arc<Discovered>,
     pools: Mutex<BTreeMap<String, Pool>>,
@@ -110,9 +180,14 @@ impl std::fmt::Debug for Manager {
 }
 
 impl Manager {
-    pub fn new(storage: Arc<dyn Appendable>, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        storage: Arc<dyn Appendable>,
+        metadata: Arc<MetadataStore>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Self {
             storage,
+            metadata,
             hosts: HostCache::new(),
             discovered: Discovered::new(),
             pools: Mutex::new(BTreeMap::new()),
@@ -254,6 +329,7 @@ impl Manager {
                     target.clone(),
                     pool.client.clone(),
                     self.storage.clone(),
+                    self.metadata.clone(),
                     pool.opts.clone(),
                     stop.clone(),
                     self.shutdown.clone(),
@@ -311,5 +387,153 @@ impl Manager {
     /// The addresses DNS discovery learnt (shared with the scrape clients).
     pub fn hosts(&self) -> &Arc<HostCache> {
         &self.hosts
+    }
+}
+
+/// `Accept` for `protocols` as Prometheus builds it (weights from 0.6 down, then `*/*`).
+/// The protobuf format is not parsed here, so it is never asked for.
+pub fn accept_header(protocols: &[crate::config::ScrapeProtocol]) -> String {
+    use crate::config::ScrapeProtocol;
+    let mut weight = 6;
+    let mut parts = Vec::new();
+    for p in protocols {
+        if *p == ScrapeProtocol::PrometheusProto {
+            continue;
+        }
+        parts.push(format!("{};q=0.{weight}", p.media_type()));
+        weight -= 1;
+    }
+    parts.push(format!("*/*;q=0.{weight}"));
+    parts.join(",")
+}
+
+/// Reads a secret given inline or in a file (trailing newline trimmed).
+fn secret(inline: &str, file: Option<&std::path::Path>, what: &str) -> Result<String, String> {
+    match file {
+        Some(f) => std::fs::read_to_string(f)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|e| format!("{what} {}: {e}", f.display())),
+        None => Ok(inline.to_owned()),
+    }
+}
+
+impl PoolConfig {
+    /// The pool of one `scrape_config` (global defaults already resolved into it by the
+    /// config loader), reading password, credential and certificate files now.
+    pub fn from_config(
+        sc: &crate::config::ScrapeConfig,
+        global: &crate::config::GlobalConfig,
+    ) -> Result<Self, String> {
+        use crate::config::DnsRecordType;
+        use crate::discovery::dns::RecordKind;
+        let job = sc.job_name.clone();
+        let err = |e: String| format!("job {job}: {e}");
+        let auth = match (&sc.basic_auth, &sc.authorization) {
+            (Some(b), _) => client::Auth::Basic {
+                username: b.username.clone(),
+                password: secret(
+                    b.password.expose(),
+                    b.password_file.as_deref(),
+                    "basic_auth.password_file",
+                )
+                .map_err(err)?,
+            },
+            (None, Some(a)) => client::Auth::Header {
+                kind: a.kind.clone(),
+                credentials: secret(
+                    a.credentials.expose(),
+                    a.credentials_file.as_deref(),
+                    "authorization.credentials_file",
+                )
+                .map_err(err)?,
+            },
+            (None, None) => client::Auth::None,
+        };
+        let read = |p: &Option<std::path::PathBuf>, what: &str| -> Result<Option<Vec<u8>>, String> {
+            p.as_ref()
+                .map(|p| std::fs::read(p).map_err(|e| format!("job {job}: {what} {}: {e}", p.display())))
+                .transpose()
+        };
+        let tls_cfg = &sc.tls_config;
+        let identity = match (read(&tls_cfg.cert_file, "tls_config.cert_file")?, read(&tls_cfg.key_file, "tls_config.key_file")?) {
+            (Some(mut cert), Some(key)) => {
+                cert.push(b'\n');
+                cert.extend_from_slice(&key);
+                Some(cert)
+            }
+            _ => None,
+        };
+        let tls = client::TlsOptions {
+            ca_pem: read(&tls_cfg.ca_file, "tls_config.ca_file")?,
+            identity_pem: identity,
+            insecure_skip_verify: tls_cfg.insecure_skip_verify,
+        };
+        let static_groups = sc
+            .static_configs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| TargetGroup {
+                source: format!("{i}"),
+                targets: s
+                    .targets
+                    .iter()
+                    .map(|t| Labels::from_pairs([(crate::discovery::ADDRESS_LABEL, t.as_str())]))
+                    .collect(),
+                labels: s.labels.clone(),
+            })
+            .collect();
+        let file_sd = sc
+            .file_sd_configs
+            .iter()
+            .map(|f| FileSdOptions {
+                files: f.files.clone(),
+                refresh_interval: f.refresh_interval,
+            })
+            .collect();
+        let dns_sd = sc
+            .dns_sd_configs
+            .iter()
+            .map(|d| DnsSdOptions {
+                names: d.names.clone(),
+                kind: match d.record_type {
+                    DnsRecordType::Srv => RecordKind::Srv,
+                    DnsRecordType::A => RecordKind::A,
+                    DnsRecordType::Aaaa => RecordKind::Aaaa,
+                },
+                port: d.port,
+                refresh_interval: d.refresh_interval,
+                nameservers: d.nameservers.clone(),
+                timeout: Duration::from_secs(5).min(d.refresh_interval),
+            })
+            .collect();
+        let _ = global;
+        Ok(Self {
+            defaults: TargetDefaults {
+                job: job.clone(),
+                scheme: sc.scheme.as_str().to_owned(),
+                metrics_path: sc.metrics_path.clone(),
+                params: sc.params.clone(),
+                interval: sc.scrape_interval,
+                timeout: sc.scrape_timeout,
+                relabel: sc.relabel_configs.clone(),
+            },
+            loop_opts: LoopOptions {
+                honor_labels: sc.honor_labels,
+                honor_timestamps: sc.honor_timestamps,
+                sample_limit: sc.sample_limit as usize,
+                label_limit: sc.label_limit as usize,
+                label_name_length_limit: sc.label_name_length_limit as usize,
+                label_value_length_limit: sc.label_value_length_limit as usize,
+                body_size_limit: sc.body_size_limit.0,
+                metric_relabel: sc.metric_relabel_configs.clone(),
+                accept: accept_header(&sc.scrape_protocols),
+                auth,
+            },
+            tls,
+            compression: sc.enable_compression,
+            static_groups,
+            file_sd,
+            dns_sd,
+        })
     }
 }

@@ -21,7 +21,8 @@ use super::target::{Health, ScrapeState, Target};
 use crate::model::{Labels, LabelsBuilder, METRIC_NAME, stale_nan};
 use crate::relabel::{RelabelConfig, relabel};
 use crate::storage::{AppendError, Appendable, Appender, SeriesRef};
-use crate::textparse::{Entry, Format, Parser};
+use crate::textparse::{Entry, Format, MetricType, Parser};
+use super::{Meta, MetadataStore};
 
 /// Per-job settings a loop needs.
 #[derive(Debug, Clone)]
@@ -43,6 +44,22 @@ pub struct LoopOptions {
 /// Series handles the cache holds at most per target; a target exposing more fails its
 /// scrapes (set `sample_limit` to say what is expected).
 pub const MAX_CACHED_SERIES: usize = 2_000_000;
+/// Metric families whose metadata one target's loop remembers.
+const MAX_CACHED_METADATA: usize = 100_000;
+
+/// Prometheus' name of a metric type in the metadata API.
+fn type_name(t: MetricType) -> &'static str {
+    match t {
+        MetricType::Counter => "counter",
+        MetricType::Gauge => "gauge",
+        MetricType::Histogram => "histogram",
+        MetricType::GaugeHistogram => "gaugehistogram",
+        MetricType::Summary => "summary",
+        MetricType::Info => "info",
+        MetricType::StateSet => "stateset",
+        MetricType::Unknown => "unknown",
+    }
+}
 
 /// What one scrape's ingest counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -98,6 +115,10 @@ pub struct Ingest {
     /// The iteration of the last successful scrape (its series are the ones that go stale).
     last_ok: u64,
     report_refs: [Option<SeriesRef>; 5],
+    /// Metadata as this target last exposed it; changes go to `metadata_store`.
+    metadata: HashMap<String, Meta>,
+    metadata_store: Option<Arc<MetadataStore>>,
+    metadata_changed: Vec<String>,
 }
 
 /// Names of the report series, in `report_refs` order.
@@ -110,7 +131,11 @@ const REPORT: [&str; 5] = [
 ];
 
 impl Ingest {
-    pub fn new(target_labels: Labels, opts: Arc<LoopOptions>) -> Self {
+    pub fn new(
+        target_labels: Labels,
+        opts: Arc<LoopOptions>,
+        metadata_store: Option<Arc<MetadataStore>>,
+    ) -> Self {
         Self {
             target_labels,
             opts,
@@ -118,7 +143,49 @@ impl Ingest {
             iteration: 0,
             last_ok: 0,
             report_refs: [None; 5],
+            metadata: HashMap::new(),
+            metadata_store,
+            metadata_changed: Vec::new(),
         }
+    }
+
+    /// Notes one metadata line; allocates only when something changed.
+    fn note_metadata(&mut self, metric: &str, update: impl FnOnce(&mut Meta) -> bool) {
+        if self.metadata_store.is_none() || self.metadata.len() >= MAX_CACHED_METADATA {
+            return;
+        }
+        let changed = match self.metadata.get_mut(metric) {
+            Some(m) => update(m),
+            None => {
+                let mut m = Meta {
+                    kind: "unknown",
+                    ..Meta::default()
+                };
+                update(&mut m);
+                self.metadata.insert(metric.to_owned(), m);
+                true
+            }
+        };
+        if changed {
+            self.metadata_changed.push(metric.to_owned());
+        }
+    }
+
+    fn flush_metadata(&mut self) {
+        if self.metadata_changed.is_empty() {
+            return;
+        }
+        let Some(store) = &self.metadata_store else {
+            return;
+        };
+        let mut names = std::mem::take(&mut self.metadata_changed);
+        names.sort();
+        names.dedup();
+        let batch = names
+            .into_iter()
+            .filter_map(|n| self.metadata.get(&n).cloned().map(|m| (n, m)))
+            .collect();
+        store.record(batch);
     }
 
     /// Series the cache knows (including dropped ones).
@@ -144,6 +211,7 @@ impl Ingest {
                     .map_err(|e| IngestError::Storage(e.to_string()))?;
                 self.last_ok = self.iteration;
                 self.forget_old();
+                self.flush_metadata();
                 Ok(stats)
             }
             Err(e) => {
@@ -205,7 +273,35 @@ impl Ingest {
                 Ok(None) => break,
                 Err(e) => return Err(IngestError::Parse(e.to_string())),
             };
-            let Entry::Sample(s) = entry else { continue };
+            let s = match entry {
+                Entry::Sample(s) => s,
+                Entry::Type { metric, kind } => {
+                    let kind = type_name(kind);
+                    self.note_metadata(metric, |m| std::mem::replace(&mut m.kind, kind) != kind);
+                    continue;
+                }
+                Entry::Help { metric, text } => {
+                    self.note_metadata(metric, |m| {
+                        if m.help == *text {
+                            return false;
+                        }
+                        m.help = text.into_owned();
+                        true
+                    });
+                    continue;
+                }
+                Entry::Unit { metric, unit } => {
+                    self.note_metadata(metric, |m| {
+                        if m.unit == unit {
+                            return false;
+                        }
+                        m.unit = unit.to_owned();
+                        true
+                    });
+                    continue;
+                }
+                _ => continue,
+            };
             stats.scraped += 1;
             let ts = match (self.opts.honor_timestamps, s.timestamp) {
                 (true, Some(ts)) => ts,
@@ -431,28 +527,53 @@ pub fn offset(target: &Target, interval: Duration) -> Duration {
     Duration::from_millis(((hash % ms) + ms - now % ms) % ms)
 }
 
+/// Prometheus' timestamp alignment: timer jitter of a few milliseconds would make every
+/// delta-of-delta non-zero and cost ~1.75 bytes per sample in the chunks, so a scrape within
+/// [`TIMESTAMP_TOLERANCE_MS`] (at most 1 % of the interval) of the expected time is stamped
+/// with the expected time.
+fn align(aligned: &mut Option<i64>, t: i64, interval_ms: i64) -> i64 {
+    let Some(a) = aligned.as_mut() else {
+        *aligned = Some(t);
+        return t;
+    };
+    if interval_ms <= 0 {
+        return t;
+    }
+    if t - *a >= interval_ms {
+        *a += (t - *a) / interval_ms * interval_ms;
+    }
+    let tolerance = (interval_ms / 100).min(TIMESTAMP_TOLERANCE_MS);
+    if (t - *a).abs() <= tolerance { *a } else { t }
+}
+
+/// See [`align`].
+pub const TIMESTAMP_TOLERANCE_MS: i64 = 2;
+
 /// Runs the loop until `stop`; then writes the staleness markers of a target that is gone
 /// (unless `shutdown` — the whole process stopping — was the reason).
 pub async fn run(
     target: Arc<Target>,
     client: reqwest::Client,
     storage: Arc<dyn Appendable>,
+    metadata: Arc<MetadataStore>,
     opts: Arc<LoopOptions>,
     stop: CancellationToken,
     shutdown: CancellationToken,
 ) {
-    let mut ingest = Ingest::new(target.labels.clone(), opts.clone());
+    let mut ingest = Ingest::new(target.labels.clone(), opts.clone(), Some(metadata));
     let interval = target.interval;
     let start = tokio::time::Instant::now() + offset(&target, interval);
     let mut ticker = tokio::time::interval_at(start, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut body = Vec::new();
+    let mut aligned: Option<i64> = None;
+    let interval_ms = interval.as_millis() as i64;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = stop.cancelled() => break,
         }
-        let t = now_ms();
+        let t = align(&mut aligned, now_ms(), interval_ms);
         let began = Instant::now();
         let fetched = tokio::select! {
             r = fetch(&client, &target, &opts, &mut body) => r,
@@ -539,4 +660,143 @@ async fn fetch(
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| FetchError::Timeout)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Matcher, is_stale};
+    use crate::storage::Querier;
+    use crate::tsdb::{Options, Tsdb};
+
+    fn opts() -> LoopOptions {
+        LoopOptions {
+            honor_labels: false,
+            honor_timestamps: true,
+            sample_limit: 0,
+            label_limit: 0,
+            label_name_length_limit: 0,
+            label_value_length_limit: 0,
+            body_size_limit: 0,
+            metric_relabel: Vec::new(),
+            accept: String::new(),
+            auth: Auth::None,
+        }
+    }
+
+    fn ingest(o: LoopOptions) -> (Ingest, Tsdb) {
+        let target = Labels::from_pairs([("job", "j"), ("instance", "h:1")]);
+        (
+            Ingest::new(target, Arc::new(o), Some(MetadataStore::new())),
+            Tsdb::in_memory(Options::default()),
+        )
+    }
+
+    fn values(db: &Tsdb, name: &str) -> Vec<(Labels, Vec<f64>)> {
+        db.select(&[Matcher::equal("__name__", name)], 0, i64::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.labels, s.samples.iter().map(|p| p.v).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn samples_get_target_labels_and_known_series_use_the_cache() {
+        let (mut ing, db) = ingest(opts());
+        let body = b"a{x=\"1\"} 1\na{x=\"2\"} 2\nb 3\n";
+        let s = ing.ingest(&db, body, Format::Text, 1000).unwrap();
+        assert_eq!((s.scraped, s.post_relabel, s.added), (3, 3, 3));
+        let s = ing.ingest(&db, body, Format::Text, 2000).unwrap();
+        assert_eq!((s.scraped, s.added), (3, 0), "second scrape: all from the cache");
+        let a = values(&db, "a");
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].0.get("job"), Some("j"));
+        assert_eq!(a[0].0.get("instance"), Some("h:1"));
+        assert_eq!(a[0].1, vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn disappearing_series_and_failed_scrapes_write_staleness_markers() {
+        let (mut ing, db) = ingest(opts());
+        ing.ingest(&db, b"a 1\nb 2\n", Format::Text, 1000).unwrap();
+        ing.ingest(&db, b"a 1\n", Format::Text, 2000).unwrap();
+        let b = values(&db, "b");
+        assert_eq!(b[0].1.len(), 2);
+        assert!(is_stale(b[0].1[1]), "b went stale at the second scrape");
+        // A parse error rolls the scrape back and makes the last good series stale.
+        let err = ing.ingest(&db, b"a 2\nbroken line here\n", Format::Text, 3000);
+        assert!(err.is_err());
+        let a = values(&db, "a");
+        assert_eq!(a[0].1.len(), 3);
+        assert!(is_stale(a[0].1[2]), "{:?}", a[0].1);
+        // Back: a new value, and no second stale marker later.
+        ing.ingest(&db, b"a 5\n", Format::Text, 4000).unwrap();
+        ing.mark_gone(&db, 5000);
+        let a = values(&db, "a");
+        assert_eq!(a[0].1[3], 5.0);
+        assert!(is_stale(a[0].1[4]), "the target went away");
+    }
+
+    #[test]
+    fn honor_labels_and_exported_prefix() {
+        let body = b"m{job=\"other\",instance=\"x\"} 1\n";
+        let (mut ing, db) = ingest(opts());
+        ing.ingest(&db, body, Format::Text, 1000).unwrap();
+        let l = &values(&db, "m")[0].0;
+        assert_eq!(l.get("job"), Some("j"));
+        assert_eq!(l.get("exported_job"), Some("other"));
+        assert_eq!(l.get("exported_instance"), Some("x"));
+        let mut o = opts();
+        o.honor_labels = true;
+        let (mut ing, db) = ingest(o);
+        ing.ingest(&db, body, Format::Text, 1000).unwrap();
+        let l = &values(&db, "m")[0].0;
+        assert_eq!(l.get("job"), Some("other"));
+        assert_eq!(l.get("exported_job"), None);
+    }
+
+    #[test]
+    fn limits_fail_the_whole_scrape() {
+        let mut o = opts();
+        o.sample_limit = 2;
+        let (mut ing, db) = ingest(o);
+        let e = ing.ingest(&db, b"a 1\nb 2\nc 3\n", Format::Text, 1000).unwrap_err();
+        assert!(matches!(e, IngestError::SampleLimit));
+        assert!(values(&db, "a").is_empty(), "rolled back");
+        let mut o = opts();
+        o.label_limit = 3;
+        let (mut ing, db) = ingest(o);
+        let e = ing.ingest(&db, b"a{x=\"1\",y=\"2\"} 1\n", Format::Text, 1000).unwrap_err();
+        assert!(e.to_string().contains("label_limit exceeded"), "{e}");
+    }
+
+    #[test]
+    fn out_of_order_samples_are_counted_not_fatal() {
+        let (mut ing, db) = ingest(opts());
+        ing.ingest(&db, b"a 1 5000\n", Format::Text, 5000).unwrap();
+        let s = ing.ingest(&db, b"a 2 4000\nb 1 4000\n", Format::Text, 6000).unwrap();
+        assert_eq!(s.scraped, 2);
+        assert_eq!(values(&db, "b").len(), 1);
+    }
+
+    #[test]
+    fn report_series_carry_the_target_labels() {
+        let (mut ing, db) = ingest(opts());
+        let s = ing.ingest(&db, b"a 1\n", Format::Text, 1000).unwrap();
+        ing.report(&db, 1000, true, Duration::from_millis(5), &s);
+        let up = values(&db, "up");
+        assert_eq!(up[0].1, vec![1.0]);
+        assert_eq!(up[0].0.get("instance"), Some("h:1"));
+        assert_eq!(values(&db, "scrape_samples_scraped")[0].1, vec![1.0]);
+        assert_eq!(values(&db, "scrape_series_added")[0].1, vec![1.0]);
+    }
+
+    #[test]
+    fn timestamps_align_within_the_tolerance() {
+        let mut a = None;
+        assert_eq!(align(&mut a, 1_000, 15_000), 1_000);
+        assert_eq!(align(&mut a, 16_001, 15_000), 16_000);
+        assert_eq!(align(&mut a, 31_003, 15_000), 31_003, "3 ms is beyond the 2 ms tolerance");
+        assert_eq!(align(&mut a, 61_002, 15_000), 61_000, "a skipped tick");
+    }
 }

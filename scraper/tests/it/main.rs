@@ -2,4 +2,5 @@
 
 mod config;
 mod discovery;
+mod scrape;
 mod tsdb;
