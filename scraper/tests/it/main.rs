@@ -1,0 +1,3 @@
+//! The scraper's integration tests: one binary, one module per area.
+
+mod textparse;
