@@ -10,7 +10,10 @@
 //! - [`model`]: label sets, label matchers, the staleness marker.
 //! - [`storage`]: the `Appender` and `Querier` seams between scraping, the TSDB and PromQL.
 //! - [`textparse`]: the streaming, zero-copy exposition parser (text 0.0.4 and OpenMetrics 1.0).
+//! - [`check`]: `heimdall check metrics`: validates and lints an exposition, as
+//!   `promtool check metrics` does.
 
+pub mod check;
 pub mod model;
 pub mod storage;
 pub mod textparse;
