@@ -13,6 +13,11 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use heimdall_scraper::model::LabelsBuilder;
 use heimdall_scraper::textparse::{Entry, Format, Parser, Rules};
 
+/// The same exposition as OpenMetrics (tests/it/textparse.rs checks it is valid).
+#[path = "support/openmetrics.rs"]
+mod openmetrics;
+use openmetrics::to_openmetrics;
+
 /// The input and where it came from.
 fn exposition() -> (String, &'static str) {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -45,49 +50,6 @@ fn exposition() -> (String, &'static str) {
         }
     }
     (text, "generated node_cpu_seconds_total (../shared absent)")
-}
-
-/// The same exposition as OpenMetrics (see tests/it/textparse.rs, which checks it is valid).
-fn to_openmetrics(text: &str) -> String {
-    let typed: std::collections::HashSet<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split(' ').next())
-        .collect();
-    let counters: std::collections::HashSet<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .filter(|n| n.strip_suffix("_total").is_some_and(|s| !typed.contains(s)))
-        .collect();
-    let mut out = String::with_capacity(text.len() + 16);
-    for line in text.lines() {
-        let meta = ["# HELP ", "# TYPE "]
-            .iter()
-            .find_map(|p| line.strip_prefix(p).map(|rest| (*p, rest)));
-        match meta {
-            Some((p, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                let om_name = match name.strip_suffix("_total") {
-                    Some(stem) if counters.contains(name) => stem,
-                    _ => name,
-                };
-                let tail = match tail {
-                    "untyped" => "unknown",
-                    "counter" if om_name == name => "unknown",
-                    t => t,
-                };
-                out.push_str(&format!("{p}{om_name} {tail}\n"));
-            }
-            None if line.starts_with('#') || line.trim().is_empty() => {}
-            None => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    out.push_str("# EOF\n");
-    out
 }
 
 /// Parses everything; with `labels`, builds every sample's label set.

@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use heimdall_scraper::model::LabelsBuilder;
 use heimdall_scraper::textparse::{Entry, Format, ParseError, Parser, Rules};
 
+#[path = "../../benches/support/openmetrics.rs"]
+mod openmetrics;
+use openmetrics::to_openmetrics;
+
 /// `../shared/peer/<rel>` beside the clone, if present.
 fn peer(rel: &str) -> Option<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -212,55 +216,6 @@ fn node_exporter_golden_output_in_both_formats() {
     let n_om = parse_all(om.as_bytes(), Format::OpenMetrics).expect("golden as OpenMetrics");
     assert_eq!(n, n_om);
     assert!(n > 1000, "{n} samples");
-}
-
-/// Rewrites a text exposition as OpenMetrics: counter families lose `_total` in metadata (or
-/// become `unknown` when their samples lack it), `untyped` becomes `unknown`, `# EOF` ends it.
-fn to_openmetrics(text: &str) -> String {
-    let typed: std::collections::HashSet<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split(' ').next())
-        .collect();
-    // Counters whose OpenMetrics family name would be free (not another family's name).
-    let counters: std::collections::HashSet<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .filter(|n| {
-            n.strip_suffix("_total")
-                .is_some_and(|stem| !typed.contains(stem))
-        })
-        .collect();
-    let mut out = String::with_capacity(text.len() + 16);
-    for line in text.lines() {
-        let meta = ["# HELP ", "# TYPE "]
-            .iter()
-            .find_map(|p| line.strip_prefix(p).map(|rest| (*p, rest)));
-        match meta {
-            Some((p, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                let counter = counters.contains(name);
-                let om_name = match name.strip_suffix("_total") {
-                    Some(stem) if counter => stem,
-                    _ => name,
-                };
-                let tail = match tail {
-                    "untyped" => "unknown",
-                    "counter" if om_name == name => "unknown",
-                    t => t,
-                };
-                out.push_str(&format!("{p}{om_name} {tail}\n"));
-            }
-            None if line.starts_with('#') || line.trim().is_empty() => {}
-            None => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    out.push_str("# EOF\n");
-    out
 }
 
 /// xorshift64*: a fixed seed makes failures reproducible.
