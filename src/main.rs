@@ -5,8 +5,11 @@
 //! - `up`: starts every service on loopback with no configuration and prints where each
 //!   listens; each service is wired in one commented block of [`up`].
 //! - `exporter`, `nameserver`: hand their arguments to the service's own `main_with_args`.
+//! - `check metrics`: validates an exposition on stdin, as `promtool check metrics` does
+//!   ([`check_metrics`]); needs no runtime.
 
 use std::ffi::OsString;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -42,7 +45,36 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Check files, as promtool does.
+    #[command(subcommand)]
+    Check(CheckCommand),
 }
+
+#[derive(Debug, Subcommand)]
+enum CheckCommand {
+    /// Check a /metrics exposition read from stdin: exit 0 when valid (lint warnings on
+    /// stderr), 1 with the line, column and reason of the first error.
+    Metrics(CheckMetricsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckMetricsArgs {
+    /// The exposition format [default: openmetrics when the input ends with a `# EOF` line
+    /// (text if it is only valid as text), else text].
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    /// Prometheus text format 0.0.4.
+    Text,
+    /// OpenMetrics 1.0 (strict: every rule of the specification the parser knows).
+    Openmetrics,
+}
+
+/// The most `heimdall check metrics` reads; a larger input is an error, not a partial check.
+const MAX_CHECK_INPUT_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, Parser)]
 struct UpArgs {
@@ -81,6 +113,15 @@ struct UpArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Check(CheckCommand::Metrics(args))) = &cli.command {
+        let code = check_metrics(
+            args.format,
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        );
+        return ExitCode::from(code);
+    }
     let rt = match heimdall_exporter::runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -102,7 +143,71 @@ async fn run(cli: Cli) -> ExitCode {
             heimdall_nameserver::main_with_args(argv).await
         }
         Some(Command::Up(args)) => report(up(args).await),
+        // Handled in `main`, before a runtime exists.
+        Some(Command::Check(_)) => ExitCode::FAILURE,
         None => report(up(UpArgs::parse_from(["heimdall up"])).await),
+    }
+}
+
+/// `heimdall check metrics`: reads at most [`MAX_CHECK_INPUT_BYTES`] from `input`, prints
+/// `OK: N families, M samples` to `out` and lint warnings to `err`, or the first error to
+/// `err`. Returns the exit code: 0 valid, 1 invalid or unreadable.
+fn check_metrics(
+    format: Option<FormatArg>,
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    use heimdall_scraper::textparse::Format;
+    let mut body = Vec::new();
+    if let Err(e) = input.take(MAX_CHECK_INPUT_BYTES + 1).read_to_end(&mut body) {
+        let _ = writeln!(err, "error: reading stdin: {e}");
+        return 1;
+    }
+    if body.len() as u64 > MAX_CHECK_INPUT_BYTES {
+        let _ = writeln!(
+            err,
+            "error: input larger than {} MiB",
+            MAX_CHECK_INPUT_BYTES >> 20
+        );
+        return 1;
+    }
+    let result = match format {
+        Some(FormatArg::Text) => heimdall_scraper::check::check_metrics(&body, Format::Text),
+        Some(FormatArg::Openmetrics) => {
+            heimdall_scraper::check::check_metrics(&body, Format::OpenMetrics)
+        }
+        None => heimdall_scraper::check::check_metrics_detected(&body),
+    };
+    match result {
+        Ok(summary) => {
+            if let Some(e) = &summary.not_openmetrics {
+                let _ = writeln!(
+                    err,
+                    "note: ends with \"# EOF\" but is not OpenMetrics ({e}); checked as text format"
+                );
+            }
+            for w in &summary.warnings {
+                let _ = writeln!(err, "warning: {w}");
+            }
+            if summary.warnings_omitted > 0 {
+                let _ = writeln!(
+                    err,
+                    "warning: … and {} more warnings",
+                    summary.warnings_omitted
+                );
+            }
+            let _ = writeln!(
+                out,
+                "OK: {} families, {} samples",
+                summary.families, summary.samples
+            );
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            1
+        }
     }
 }
 

@@ -9,19 +9,40 @@
 //! # Layout
 //! - [`model`]: label sets, label matchers, the staleness marker.
 //! - [`storage`]: the `Appender` and `Querier` seams between scraping, the TSDB and PromQL.
-//! - [`discovery`]: target groups from static configs, files ([`discovery::file`]) and DNS
-//!   ([`discovery::dns`], with the host cache the scrape client resolves from).
 //! - [`config`]: the `prometheus.yml` subset (global, scrape_configs, remote_write, alerting),
 //!   validated at start with the YAML path of any bad key; the no-file default.
 //! - [`relabel`]: Prometheus' relabeling actions, for target, metric and write relabeling.
+//! - [`discovery`]: target groups from static configs, files ([`discovery::file`]) and DNS
+//!   ([`discovery::dns`], with the host cache the scrape client resolves from).
+//! - [`textparse`]: the streaming, zero-copy exposition parser (text 0.0.4 and OpenMetrics 1.0).
+//! - [`check`]: `heimdall check metrics`: validates and lints an exposition, as
+//!   `promtool check metrics` does.
+//! - [`scrape`]: the scrape manager (a pool per job), target labels, the per-target loop
+//!   with its series cache and staleness, the HTTP client.
 //! - [`tsdb`]: the in-memory TSDB (Gorilla chunks, postings, retention) with its WAL and snapshots.
+//! - [`promql`]: the PromQL evaluator over a [`storage::Querier`].
+//! - [`web`]: the Prometheus HTTP API, `/federate`, `/-/reload`, `/metrics`.
+//! - [`service`]: everything wired into one service; [`flags`]: its command line.
+//!
+//! # Extending
+//! - A discoverer: a module in [`discovery`] with `async fn run(self, sink, shutdown)` that
+//!   publishes whole target-group sets, started by [`scrape::Manager::apply`].
+//! - An API endpoint: a handler in [`web`] returning `Result<Response, ApiError>`.
+//! - A PromQL function: see [`promql`].
 
+pub mod check;
 pub mod config;
 pub mod discovery;
+pub mod flags;
 pub mod model;
+pub mod promql;
 pub mod relabel;
+pub mod scrape;
+pub mod service;
 pub mod storage;
+pub mod textparse;
 pub mod tsdb;
+pub mod web;
 
 pub use service::{Scraper, StartError};
 
@@ -58,3 +79,4 @@ where
         }
     }
 }
+pub mod textparse;

@@ -3,4 +3,5 @@
 mod config;
 mod discovery;
 mod scrape;
+mod textparse;
 mod tsdb;
