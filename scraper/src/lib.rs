@@ -9,9 +9,12 @@
 //! # Layout
 //! - [`model`]: label sets, label matchers, the staleness marker.
 //! - [`storage`]: the `Appender` and `Querier` seams between scraping, the TSDB and PromQL.
+//! - [`promql`]: the PromQL engine (parser from `promql-parser`, our evaluator) over a
+//!   `Querier`, with the `.test` script runner's in-memory store.
 //! - [`discovery`]: target groups from static configs, files ([`discovery::file`]) and DNS
 //!   ([`discovery::dns`], with the host cache the scrape client resolves from).
 
 pub mod discovery;
 pub mod model;
+pub mod promql;
 pub mod storage;

@@ -1,3 +1,4 @@
 //! The scraper's integration tests: one binary, a module per area.
 
 mod discovery;
+mod promql;
