@@ -20,7 +20,8 @@
 //! - [`scrape`]: the scrape manager (a pool per job), target labels, the per-target loop
 //!   with its series cache and staleness, the HTTP client.
 //! - [`tsdb`]: the in-memory TSDB (Gorilla chunks, postings, retention) with its WAL and snapshots.
-//! - [`promql`]: the PromQL evaluator over a [`storage::Querier`].
+//! - [`promql`]: the PromQL engine (parser from `promql-parser`, our evaluator) over a
+//!   [`storage::Querier`], with the `.test` script runner's in-memory store.
 //! - [`web`]: the Prometheus HTTP API, `/federate`, `/-/reload`, `/metrics`.
 //! - [`service`]: everything wired into one service; [`flags`]: its command line.
 //!
@@ -79,4 +80,3 @@ where
         }
     }
 }
-pub mod textparse;

@@ -457,6 +457,18 @@ fn params((method, headers, RawQuery(q), body): Form) -> Params {
     Params::read(&method, &headers, q, &body)
 }
 
+/// The engine, with a shorter timeout when the request asks for one (never a longer one).
+fn engine_for(st: &ApiState, timeout: Option<Duration>) -> Arc<Engine> {
+    match timeout {
+        Some(t) if t < st.engine.options().timeout => {
+            let mut o = st.engine.options().clone();
+            o.timeout = t;
+            Arc::new(Engine::new(o))
+        }
+        _ => st.engine.clone(),
+    }
+}
+
 /// Runs `work` on a blocking thread with a query slot.
 async fn evaluate<T: Send + 'static>(
     st: &ApiState,
@@ -484,11 +496,8 @@ async fn query(
     let expr = p.get("query").unwrap_or("").to_owned();
     let t = p.time("time")?.unwrap_or_else(now_ms);
     let timeout = p.duration("timeout")?;
-    let (engine, querier) = (st.engine.clone(), st.querier.clone());
-    let v = evaluate(&st, move || {
-        engine.instant_with_timeout(&*querier, &expr, t, timeout)
-    })
-    .await?;
+    let (engine, querier) = (engine_for(&st, timeout), st.querier.clone());
+    let v = evaluate(&st, move || engine.instant(&*querier, &expr, t)).await?;
     Ok(success_raw(&encode_value(&v)))
 }
 
@@ -527,11 +536,8 @@ async fn query_range(
         ));
     }
     let timeout = p.duration("timeout")?;
-    let (engine, querier) = (st.engine.clone(), st.querier.clone());
-    let v = evaluate(&st, move || {
-        engine.range_with_timeout(&*querier, &expr, start, end, step_ms, timeout)
-    })
-    .await?;
+    let (engine, querier) = (engine_for(&st, timeout), st.querier.clone());
+    let v = evaluate(&st, move || engine.range(&*querier, &expr, start, end, step_ms)).await?;
     Ok(success_raw(&encode_value(&v)))
 }
 
@@ -728,7 +734,9 @@ async fn format_query(
 ) -> Result<Response, ApiError> {
     let p = params((method, headers, q, body));
     let expr = p.get("query").unwrap_or("");
-    let formatted = crate::promql::format_query(expr).map_err(ApiError::from)?;
+    let formatted = crate::promql::parse(expr)
+        .map_err(ApiError::from)?
+        .prettify();
     Ok(success(json!(formatted)))
 }
 
@@ -936,7 +944,8 @@ mod tests {
         let text = String::from_utf8(encode_federation(&latest, &ext)).unwrap();
         assert_eq!(
             text,
-            "# TYPE up untyped\nup{dc=\"fra\",job=\"a\"} 1 1000\nup{dc=\"x\",job=\"b\"} 0 1000\n"
+            // Sorted by the stored labels ({dc="x",job="b"} sorts before {job="a"}).
+            "# TYPE up untyped\nup{dc=\"x\",job=\"b\"} 0 1000\nup{dc=\"fra\",job=\"a\"} 1 1000\n"
         );
     }
 

@@ -463,7 +463,7 @@ impl PoolConfig {
             }
             _ => None,
         };
-        let tls = client::TlsOptions {
+        let tls = TlsOptions {
             ca_pem: read(&tls_cfg.ca_file, "tls_config.ca_file")?,
             identity_pem: identity,
             insecure_skip_verify: tls_cfg.insecure_skip_verify,

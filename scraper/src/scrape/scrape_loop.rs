@@ -21,11 +21,11 @@ use super::target::{Health, ScrapeState, Target};
 use crate::model::{Labels, LabelsBuilder, METRIC_NAME, stale_nan};
 use crate::relabel::{RelabelConfig, relabel};
 use crate::storage::{AppendError, Appendable, Appender, SeriesRef};
-use crate::textparse::{Entry, Format, MetricType, Parser};
+use crate::textparse::{Entry, Format, MetricType, Parser, Rules};
 use super::{Meta, MetadataStore};
 
 /// Per-job settings a loop needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoopOptions {
     pub honor_labels: bool,
     pub honor_timestamps: bool,
@@ -265,7 +265,9 @@ impl Ingest {
         t: i64,
     ) -> Result<IngestStats, IngestError> {
         let mut stats = IngestStats::default();
-        let mut parser = Parser::new(body, format);
+        // OpenMetrics' family rules (e.g. no `_sum` with negative buckets) reject output real
+        // client libraries produce; Prometheus' own parser does not apply them either.
+        let mut parser = Parser::with_rules(body, format, Rules::SyntaxOnly);
         let limit = self.opts.sample_limit;
         loop {
             let entry = match parser.next() {
@@ -521,7 +523,8 @@ pub fn now_ms() -> i64 {
 /// thousand targets are not all scraped in the same millisecond (Prometheus' `offset`).
 pub fn offset(target: &Target, interval: Duration) -> Duration {
     let ms = interval.as_millis().max(1) as u64;
-    let hash = target.labels.stable_hash() ^ crate::model::Labels::from_pairs([("u", target.url.as_str())]).stable_hash();
+    let hash = target.labels.stable_hash()
+        ^ Labels::from_pairs([("u", target.url.as_str())]).stable_hash();
     let now = now_ms() as u64;
     // Time until the next point ≡ hash (mod interval).
     Duration::from_millis(((hash % ms) + ms - now % ms) % ms)

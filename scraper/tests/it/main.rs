@@ -2,6 +2,7 @@
 
 mod config;
 mod discovery;
+mod promql;
 mod scrape;
 mod textparse;
 mod tsdb;
