@@ -4,7 +4,8 @@
 //! # Layout
 //! - `up`: starts every service on loopback with no configuration and prints where each
 //!   listens; each service is wired in one commented block of [`up`].
-//! - `exporter`, `nameserver`: hand their arguments to the service's own `main_with_args`.
+//! - `exporter`, `nameserver`, `scraper`: hand their arguments to the service's own
+//!   `main_with_args`.
 //! - `check metrics`: validates an exposition on stdin, as `promtool check metrics` does
 //!   ([`check_metrics`]); needs no runtime.
 
@@ -42,6 +43,12 @@ enum Command {
     /// Run the nameserver alone; takes the same flags as `heimdall-nameserver`.
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Nameserver {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Run the scraper alone; takes the same flags as `heimdall-scraper`.
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Scraper {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
@@ -99,7 +106,15 @@ struct UpArgs {
         default_value = "127.0.0.1:8053"
     )]
     nameserver_http: SocketAddr,
-    /// Where the services keep their data (the nameserver's registry under `nameserver/`).
+    /// Where the scraper's Prometheus API listens.
+    #[arg(
+        long = "scraper.listen-address",
+        env = "HEIMDALL_SCRAPER_WEB_LISTEN_ADDRESS",
+        default_value = "127.0.0.1:9190"
+    )]
+    scraper_listen: SocketAddr,
+    /// Where the services keep their data (the nameserver's registry under `nameserver/`,
+    /// the scraper's WAL and snapshots under `scraper/`).
     #[arg(
         long = "data.path",
         env = "HEIMDALL_DATA_PATH",
@@ -141,6 +156,10 @@ async fn run(cli: Cli) -> ExitCode {
         Some(Command::Nameserver { args }) => {
             let argv = std::iter::once(OsString::from("heimdall nameserver")).chain(args);
             heimdall_nameserver::main_with_args(argv).await
+        }
+        Some(Command::Scraper { args }) => {
+            let argv = std::iter::once(OsString::from("heimdall scraper")).chain(args);
+            heimdall_scraper::main_with_args(argv).await
         }
         Some(Command::Up(args)) => report(up(args).await),
         // Handled in `main`, before a runtime exists.
@@ -273,6 +292,24 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         async move { nameserver.run(shutdown).await.context("nameserver") }
     });
 
+    // Scraper: finds the exporters in the nameserver (SRV), scrapes them every 5 s, keeps
+    // the samples (WAL under the data path) and answers the Prometheus API.
+    let scraper_flags = heimdall_scraper::flags::Flags::parse_from([
+        OsString::from("heimdall scraper"),
+        OsString::from(format!("--discovery.nameserver={dns_addr}")),
+        OsString::from(format!("--web.listen-address={}", args.scraper_listen)),
+        {
+            let mut a = OsString::from("--storage.tsdb.path=");
+            a.push(args.data_path.join("scraper"));
+            a
+        },
+    ])
+    .context("scraper configuration")?;
+    let scraper = heimdall_scraper::Scraper::bind(&scraper_flags, shutdown.child_token())
+        .context("starting the scraper")?;
+    let scraper_addr = scraper.local_addr();
+    tasks.spawn(async move { scraper.run().await.context("scraper") });
+
     println!("heimdall {} is up:", env!("CARGO_PKG_VERSION"));
     println!(
         "  exporter   http://{exporter_addr}/metrics   (health: http://{exporter_addr}/health)"
@@ -282,6 +319,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         "             dig @{} -p {} SRV _exporter._tcp.heimdall.internal.   ({instance} registered)",
         dns_addr.ip(),
         dns_addr.port()
+    );
+    println!(
+        "  scraper    http://{scraper_addr}/api/v1/query?query=up   (Prometheus API: Grafana data source URL http://{scraper_addr})"
     );
     println!("Press Ctrl-C to stop.");
 

@@ -109,8 +109,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 ));
             }
         };
-        let part = Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("{s:?}: out of range"))?;
+        let part = Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?}: out of range"))?;
         total = total
             .checked_add(part)
             .ok_or_else(|| format!("{s:?}: out of range"))?;
@@ -127,7 +126,10 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("99999999999999999999y").is_err(), "no overflow panic");
+        assert!(
+            parse_duration("99999999999999999999y").is_err(),
+            "no overflow panic"
+        );
         assert!(parse_duration("9999999999999999y9999999999999999y").is_err());
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));

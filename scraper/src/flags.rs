@@ -128,7 +128,10 @@ impl Flags {
             ("web.listen-address", self.listen_address.to_string()),
             ("storage.tsdb.path", self.tsdb_path.display().to_string()),
             ("storage.tsdb.retention.time", d(self.retention_time)),
-            ("storage.tsdb.retention.size", format!("{}B", self.retention_size)),
+            (
+                "storage.tsdb.retention.size",
+                format!("{}B", self.retention_size),
+            ),
             ("query.lookback-delta", d(self.lookback_delta)),
             ("query.timeout", d(self.query_timeout)),
             ("query.max-samples", self.query_max_samples.to_string()),

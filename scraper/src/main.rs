@@ -1,7 +1,10 @@
 //! `heimdall-scraper`: see the crate documentation and `--help`.
 
 fn main() -> std::process::ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("heimdall-scraper: cannot start the async runtime: {e}");

@@ -81,7 +81,10 @@ impl Status for ServiceStatus {
     }
 
     fn config_yaml(&self) -> String {
-        self.live().config.to_yaml().unwrap_or_else(|e| e.to_string())
+        self.live()
+            .config
+            .to_yaml()
+            .unwrap_or_else(|e| e.to_string())
     }
 
     fn flags(&self) -> BTreeMap<String, String> {
@@ -92,7 +95,11 @@ impl Status for ServiceStatus {
         render_metrics(&self.tsdb, &self.manager, &self.live())
     }
 
-    fn metadata(&self, metric: Option<&str>, limit: usize) -> BTreeMap<String, Vec<serde_json::Value>> {
+    fn metadata(
+        &self,
+        metric: Option<&str>,
+        limit: usize,
+    ) -> BTreeMap<String, Vec<serde_json::Value>> {
         self.metadata.to_api(metric, limit)
     }
 
@@ -326,29 +333,87 @@ fn render_metrics(tsdb: &Tsdb, manager: &Manager, live: &Live) -> String {
         }
     };
     let one = |v: u64| vec![(String::new(), v as f64)];
-    metric("heimdall_scraper_tsdb_head_series", "gauge", "Series in memory.", &one(s.series));
-    metric("heimdall_scraper_tsdb_head_chunks", "gauge", "Chunks in memory.", &one(s.chunks));
-    metric("heimdall_scraper_tsdb_chunk_bytes", "gauge", "Bytes of sample chunks in memory.", &one(s.chunk_bytes));
-    metric("heimdall_scraper_tsdb_samples_appended", "counter", "Samples appended.", &one(s.samples_appended_total));
-    metric("heimdall_scraper_tsdb_out_of_order_samples", "counter", "Samples rejected as out of order.", &one(s.out_of_order_samples_total));
-    metric("heimdall_scraper_tsdb_duplicate_samples", "counter", "Samples rejected as duplicates.", &one(s.duplicate_samples_total));
-    metric("heimdall_scraper_tsdb_out_of_bounds_samples", "counter", "Samples older than the retention.", &one(s.out_of_bounds_samples_total));
+    metric(
+        "heimdall_scraper_tsdb_head_series",
+        "gauge",
+        "Series in memory.",
+        &one(s.series),
+    );
+    metric(
+        "heimdall_scraper_tsdb_head_chunks",
+        "gauge",
+        "Chunks in memory.",
+        &one(s.chunks),
+    );
+    metric(
+        "heimdall_scraper_tsdb_chunk_bytes",
+        "gauge",
+        "Bytes of sample chunks in memory.",
+        &one(s.chunk_bytes),
+    );
+    metric(
+        "heimdall_scraper_tsdb_samples_appended",
+        "counter",
+        "Samples appended.",
+        &one(s.samples_appended_total),
+    );
+    metric(
+        "heimdall_scraper_tsdb_out_of_order_samples",
+        "counter",
+        "Samples rejected as out of order.",
+        &one(s.out_of_order_samples_total),
+    );
+    metric(
+        "heimdall_scraper_tsdb_duplicate_samples",
+        "counter",
+        "Samples rejected as duplicates.",
+        &one(s.duplicate_samples_total),
+    );
+    metric(
+        "heimdall_scraper_tsdb_out_of_bounds_samples",
+        "counter",
+        "Samples older than the retention.",
+        &one(s.out_of_bounds_samples_total),
+    );
     metric(
         "heimdall_scraper_tsdb_chunks_dropped",
         "counter",
         "Chunks dropped, by reason (retention time, memory budget).",
         &[
-            ("{reason=\"retention\"}".into(), s.chunks_dropped_retention_total as f64),
-            ("{reason=\"budget\"}".into(), s.chunks_dropped_budget_total as f64),
+            (
+                "{reason=\"retention\"}".into(),
+                s.chunks_dropped_retention_total as f64,
+            ),
+            (
+                "{reason=\"budget\"}".into(),
+                s.chunks_dropped_budget_total as f64,
+            ),
         ],
     );
-    metric("heimdall_scraper_tsdb_wal_bytes", "counter", "Bytes written to the write-ahead log.", &one(s.wal_bytes_total));
-    metric("heimdall_scraper_tsdb_wal_write_errors", "counter", "Failed write-ahead log writes (data kept in memory).", &one(s.wal_write_errors_total));
-    metric("heimdall_scraper_tsdb_checkpoints", "counter", "Snapshots written.", &one(s.checkpoints_total));
+    metric(
+        "heimdall_scraper_tsdb_wal_bytes",
+        "counter",
+        "Bytes written to the write-ahead log.",
+        &one(s.wal_bytes_total),
+    );
+    metric(
+        "heimdall_scraper_tsdb_wal_write_errors",
+        "counter",
+        "Failed write-ahead log writes (data kept in memory).",
+        &one(s.wal_write_errors_total),
+    );
+    metric(
+        "heimdall_scraper_tsdb_checkpoints",
+        "counter",
+        "Snapshots written.",
+        &one(s.checkpoints_total),
+    );
     let mut health: HashMap<(String, &'static str), u64> = HashMap::new();
     for pool in manager.targets() {
         for t in &pool.active {
-            *health.entry((pool.job.clone(), t.state().health.as_str())).or_default() += 1;
+            *health
+                .entry((pool.job.clone(), t.state().health.as_str()))
+                .or_default() += 1;
         }
     }
     let mut rows: Vec<(String, f64)> = health
@@ -356,7 +421,12 @@ fn render_metrics(tsdb: &Tsdb, manager: &Manager, live: &Live) -> String {
         .map(|((job, h), n)| (format!("{{scrape_job=\"{job}\",health=\"{h}\"}}"), n as f64))
         .collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
-    metric("heimdall_scraper_targets", "gauge", "Targets by job and health.", &rows);
+    metric(
+        "heimdall_scraper_targets",
+        "gauge",
+        "Targets by job and health.",
+        &rows,
+    );
     metric(
         "heimdall_scraper_config_last_reload_successful",
         "gauge",

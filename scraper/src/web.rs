@@ -119,11 +119,17 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/status/config", get(config))
         .route("/api/v1/status/flags", get(flags))
         .route("/federate", get(federate))
-        .route("/-/healthy", get(|| async { "Heimdall scraper is Healthy.\n" }))
+        .route(
+            "/-/healthy",
+            get(|| async { "Heimdall scraper is Healthy.\n" }),
+        )
         .route("/-/ready", get(|| async { "Heimdall scraper is Ready.\n" }))
         .route("/-/reload", post(reload).put(reload))
         .route("/metrics", get(metrics))
-        .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route(
+            "/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
         .fallback(|| async { ApiError::new(ErrorType::NotFound, "not found") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -225,7 +231,10 @@ fn success_raw(data: &str) -> Response {
     body.push_str(data);
     body.push('}');
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response()
@@ -537,7 +546,10 @@ async fn query_range(
     }
     let timeout = p.duration("timeout")?;
     let (engine, querier) = (engine_for(&st, timeout), st.querier.clone());
-    let v = evaluate(&st, move || engine.range(&*querier, &expr, start, end, step_ms)).await?;
+    let v = evaluate(&st, move || {
+        engine.range(&*querier, &expr, start, end, step_ms)
+    })
+    .await?;
     Ok(success_raw(&encode_value(&v)))
 }
 
@@ -907,7 +919,10 @@ mod tests {
     #[test]
     fn times_and_durations_parse_as_prometheus() {
         assert_eq!(parse_time("1435781451.781"), Ok(1_435_781_451_781));
-        assert_eq!(parse_time("2015-07-01T20:10:51.781Z"), Ok(1_435_781_451_781));
+        assert_eq!(
+            parse_time("2015-07-01T20:10:51.781Z"),
+            Ok(1_435_781_451_781)
+        );
         assert!(parse_time("soon").is_err());
         assert!(parse_time("NaN").is_err());
         assert_eq!(parse_duration_param("15"), Ok(Duration::from_secs(15)));

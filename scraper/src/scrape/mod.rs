@@ -214,12 +214,13 @@ impl Manager {
                     prepared.push((c.job().to_owned(), None));
                     continue;
                 }
-                let client = client::build(&c.tls, c.compression, self.hosts.clone()).map_err(
-                    |e| ApplyError::Pool {
-                        job: c.job().to_owned(),
-                        reason: e.to_string(),
-                    },
-                )?;
+                let client =
+                    client::build(&c.tls, c.compression, self.hosts.clone()).map_err(|e| {
+                        ApplyError::Pool {
+                            job: c.job().to_owned(),
+                            reason: e.to_string(),
+                        }
+                    })?;
                 let mut dns = Vec::new();
                 for o in &c.dns_sd {
                     dns.push(DnsSd::new(o.clone(), self.hosts.clone()).map_err(|e| {
@@ -449,13 +450,20 @@ impl PoolConfig {
             },
             (None, None) => client::Auth::None,
         };
-        let read = |p: &Option<std::path::PathBuf>, what: &str| -> Result<Option<Vec<u8>>, String> {
+        let read = |p: &Option<std::path::PathBuf>,
+                    what: &str|
+         -> Result<Option<Vec<u8>>, String> {
             p.as_ref()
-                .map(|p| std::fs::read(p).map_err(|e| format!("job {job}: {what} {}: {e}", p.display())))
+                .map(|p| {
+                    std::fs::read(p).map_err(|e| format!("job {job}: {what} {}: {e}", p.display()))
+                })
                 .transpose()
         };
         let tls_cfg = &sc.tls_config;
-        let identity = match (read(&tls_cfg.cert_file, "tls_config.cert_file")?, read(&tls_cfg.key_file, "tls_config.key_file")?) {
+        let identity = match (
+            read(&tls_cfg.cert_file, "tls_config.cert_file")?,
+            read(&tls_cfg.key_file, "tls_config.key_file")?,
+        ) {
             (Some(mut cert), Some(key)) => {
                 cert.push(b'\n');
                 cert.extend_from_slice(&key);

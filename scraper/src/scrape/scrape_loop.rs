@@ -18,11 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{Auth, FetchError, error_chain, read_body};
 use super::target::{Health, ScrapeState, Target};
+use super::{Meta, MetadataStore};
 use crate::model::{Labels, LabelsBuilder, METRIC_NAME, stale_nan};
 use crate::relabel::{RelabelConfig, relabel};
 use crate::storage::{AppendError, Appendable, Appender, SeriesRef};
 use crate::textparse::{Entry, Format, MetricType, Parser, Rules};
-use super::{Meta, MetadataStore};
 
 /// Per-job settings a loop needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -227,7 +227,8 @@ impl Ingest {
         let (now, last_ok) = (self.iteration, self.last_ok);
         // Undo what the failed iteration recorded: series it saw go back to their previous
         // sighting, series it created are forgotten (their append was rolled back).
-        self.cache.retain(|_, e| !(e.seen == now && e.prev == 0 && last_ok != now));
+        self.cache
+            .retain(|_, e| !(e.seen == now && e.prev == 0 && last_ok != now));
         for e in self.cache.values_mut() {
             if e.seen == now && last_ok != now {
                 e.seen = e.prev;
@@ -601,7 +602,11 @@ pub async fn run(
             tracing::debug!(target = %target.url, error = %error, "scrape failed");
         }
         target.set_state(ScrapeState {
-            health: if error.is_empty() { Health::Up } else { Health::Down },
+            health: if error.is_empty() {
+                Health::Up
+            } else {
+                Health::Down
+            },
             last_error: error,
             last_scrape: Some(SystemTime::now()),
             last_duration: duration,
@@ -636,9 +641,10 @@ async fn fetch(
     req = match &opts.auth {
         Auth::None => req,
         Auth::Basic { username, password } => req.basic_auth(username, Some(password)),
-        Auth::Header { kind, credentials } => {
-            req.header(reqwest::header::AUTHORIZATION, format!("{kind} {credentials}"))
-        }
+        Auth::Header { kind, credentials } => req.header(
+            reqwest::header::AUTHORIZATION,
+            format!("{kind} {credentials}"),
+        ),
     };
     let work = async {
         let resp = req.send().await.map_err(|e| {
@@ -710,7 +716,11 @@ mod tests {
         let s = ing.ingest(&db, body, Format::Text, 1000).unwrap();
         assert_eq!((s.scraped, s.post_relabel, s.added), (3, 3, 3));
         let s = ing.ingest(&db, body, Format::Text, 2000).unwrap();
-        assert_eq!((s.scraped, s.added), (3, 0), "second scrape: all from the cache");
+        assert_eq!(
+            (s.scraped, s.added),
+            (3, 0),
+            "second scrape: all from the cache"
+        );
         let a = values(&db, "a");
         assert_eq!(a.len(), 2);
         assert_eq!(a[0].0.get("job"), Some("j"));
@@ -763,13 +773,17 @@ mod tests {
         let mut o = opts();
         o.sample_limit = 2;
         let (mut ing, db) = ingest(o);
-        let e = ing.ingest(&db, b"a 1\nb 2\nc 3\n", Format::Text, 1000).unwrap_err();
+        let e = ing
+            .ingest(&db, b"a 1\nb 2\nc 3\n", Format::Text, 1000)
+            .unwrap_err();
         assert!(matches!(e, IngestError::SampleLimit));
         assert!(values(&db, "a").is_empty(), "rolled back");
         let mut o = opts();
         o.label_limit = 3;
         let (mut ing, db) = ingest(o);
-        let e = ing.ingest(&db, b"a{x=\"1\",y=\"2\"} 1\n", Format::Text, 1000).unwrap_err();
+        let e = ing
+            .ingest(&db, b"a{x=\"1\",y=\"2\"} 1\n", Format::Text, 1000)
+            .unwrap_err();
         assert!(e.to_string().contains("label_limit exceeded"), "{e}");
     }
 
@@ -777,7 +791,9 @@ mod tests {
     fn out_of_order_samples_are_counted_not_fatal() {
         let (mut ing, db) = ingest(opts());
         ing.ingest(&db, b"a 1 5000\n", Format::Text, 5000).unwrap();
-        let s = ing.ingest(&db, b"a 2 4000\nb 1 4000\n", Format::Text, 6000).unwrap();
+        let s = ing
+            .ingest(&db, b"a 2 4000\nb 1 4000\n", Format::Text, 6000)
+            .unwrap();
         assert_eq!(s.scraped, 2);
         assert_eq!(values(&db, "b").len(), 1);
     }
@@ -799,7 +815,11 @@ mod tests {
         let mut a = None;
         assert_eq!(align(&mut a, 1_000, 15_000), 1_000);
         assert_eq!(align(&mut a, 16_001, 15_000), 16_000);
-        assert_eq!(align(&mut a, 31_003, 15_000), 31_003, "3 ms is beyond the 2 ms tolerance");
+        assert_eq!(
+            align(&mut a, 31_003, 15_000),
+            31_003,
+            "3 ms is beyond the 2 ms tolerance"
+        );
         assert_eq!(align(&mut a, 61_002, 15_000), 61_000, "a skipped tick");
     }
 }

@@ -181,7 +181,10 @@ pub fn populate(mut b: LabelsBuilder, d: &TargetDefaults) -> Result<Populated, S
     }
     // The URL from the reserved labels, then those labels go.
     let scheme = labels.get(SCHEME_LABEL).unwrap_or("http").to_owned();
-    let path = labels.get(METRICS_PATH_LABEL).unwrap_or("/metrics").to_owned();
+    let path = labels
+        .get(METRICS_PATH_LABEL)
+        .unwrap_or("/metrics")
+        .to_owned();
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (name, values) in &d.params {
         let label = format!("{PARAM_LABEL_PREFIX}{name}");

@@ -137,7 +137,8 @@ impl Running {
 }
 
 fn config(dir: &std::path::Path, jobs: &[(&str, std::net::SocketAddr)]) -> std::path::PathBuf {
-    let mut yaml = String::from("global:\n  scrape_interval: 1s\n  scrape_timeout: 500ms\nscrape_configs:\n");
+    let mut yaml =
+        String::from("global:\n  scrape_interval: 1s\n  scrape_timeout: 500ms\nscrape_configs:\n");
     for (job, addr) in jobs {
         yaml.push_str(&format!(
             "  - job_name: {job}\n    static_configs:\n      - targets: ['{addr}']\n        labels: {{rack: r1}}\n"
@@ -178,7 +179,10 @@ async fn scrapes_answers_goes_stale_reloads_and_restarts() {
     assert_eq!(active["health"], "up");
     assert_eq!(active["scrapePool"], "demo");
     assert_eq!(active["labels"]["job"], "demo");
-    assert_eq!(active["discoveredLabels"]["__address__"], target.addr.to_string());
+    assert_eq!(
+        active["discoveredLabels"]["__address__"],
+        target.addr.to_string()
+    );
     // Metadata from the HELP/TYPE lines.
     let m = s.get("/api/v1/metadata?metric=demo_requests_total").await;
     assert_eq!(m["data"]["demo_requests_total"][0]["type"], "counter");
@@ -192,7 +196,10 @@ async fn scrapes_answers_goes_stale_reloads_and_restarts() {
         .await;
     s.wait_for("demo_temp", |r| r.is_empty()).await;
     let t = s.get("/api/v1/targets").await;
-    let err = t["data"]["activeTargets"][0]["lastError"].as_str().unwrap().to_owned();
+    let err = t["data"]["activeTargets"][0]["lastError"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(err.contains("500"), "{err}");
     target.set(Some(BODY));
     s.wait_for("up", |r| r.len() == 1 && r[0]["value"][1] == "1")
@@ -200,7 +207,10 @@ async fn scrapes_answers_goes_stale_reloads_and_restarts() {
 
     // Reload with a second job.
     let second = FakeTarget::start("other_metric 1\n").await;
-    config(dir.path(), &[("demo", target.addr), ("second", second.addr)]);
+    config(
+        dir.path(),
+        &[("demo", target.addr), ("second", second.addr)],
+    );
     let r = s
         .http
         .post(format!("{}/-/reload", s.api))
@@ -247,10 +257,17 @@ async fn api_errors_have_prometheus_envelopes() {
     let v = s.get("/api/v1/query?query=sum(").await;
     assert_eq!(v["status"], "error");
     assert_eq!(v["errorType"], "bad_data");
-    let v = s.get("/api/v1/query_range?query=up&start=10&end=5&step=1").await;
+    let v = s
+        .get("/api/v1/query_range?query=up&start=10&end=5&step=1")
+        .await;
     assert_eq!(v["errorType"], "bad_data");
-    let v = s.get("/api/v1/query_range?query=up&start=0&end=100000&step=1").await;
-    assert!(v["error"].as_str().unwrap().contains("11,000 points"), "{v}");
+    let v = s
+        .get("/api/v1/query_range?query=up&start=0&end=100000&step=1")
+        .await;
+    assert!(
+        v["error"].as_str().unwrap().contains("11,000 points"),
+        "{v}"
+    );
     let v = s.get("/api/v1/series").await;
     assert_eq!(v["error"], "no match[] parameter provided");
     let v = s.get("/api/v1/query?query=up&time=soon").await;
