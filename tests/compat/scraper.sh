@@ -75,9 +75,10 @@ if ! WAIT_PID=$PID_OURS wait_http "$OURS/-/ready" 30; then
 fi
 check "Prometheus starts" wait_http "$PROM/-/ready" 60
 
-# Both need a history longer than the longest window compared (20 s) after both started.
-log "letting both scrape for 30 s"
-sleep 30
+# Both need a history longer than the longest window compared (20 s + 2 s offset, at up to
+# 10 s before the evaluation time) after both started, with room for Prometheus' slower start.
+log "letting both scrape for 45 s"
+sleep 45
 
 check "same results for the first evaluator's queries (instant and range)" \
     python3 "$COMPAT_DIR/compare_promql.py" "$OURS" "$PROM"
@@ -85,12 +86,17 @@ check "same results for the first evaluator's queries (instant and range)" \
 start_bg prometheus-federate "$PROMETHEUS" --config.file="$WORK/prometheus-federate.yml" \
     --web.listen-address="127.0.0.1:$P_FED" --storage.tsdb.path="$WORK/prom-federate"
 check "the federating Prometheus starts" wait_http "http://127.0.0.1:$P_FED/-/ready" 60
-sleep 4
 federated() {
-    local n
-    n="$(http "http://127.0.0.1:$P_FED/api/v1/query" --data-urlencode 'query=count(demo_temp{via="heimdall",job="demo"})' |
-        python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)')"
-    [[ "$n" == "2" ]] || { echo "Prometheus has $n federated demo_temp series, want 2"; return 1; }
+    local n i
+    for i in $(seq 1 30); do
+        n="$(http "http://127.0.0.1:$P_FED/api/v1/query" --data-urlencode 'query=count(demo_temp{via="heimdall",job="demo"})' |
+            python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)')"
+        [[ "$n" == "2" ]] && { echo "2 federated demo_temp series after ${i}s"; return 0; }
+        sleep 1
+    done
+    echo "Prometheus has $n federated demo_temp series, want 2"
+    http "http://127.0.0.1:$P_FED/api/v1/targets"
+    return 1
 }
 check "Prometheus federates from us (honor_labels, our series)" federated
 
