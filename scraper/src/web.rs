@@ -338,7 +338,7 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
 /// Prometheus' `parseDuration`: float seconds or a duration like `15s`, `1m`.
 pub fn parse_duration_param(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<f64>() {
-        if !secs.is_finite() || secs < 0.0 || secs > 9.2e15 {
+        if !secs.is_finite() || !(0.0..=9.2e15).contains(&secs) {
             return Err(format!("cannot parse {s:?} to a valid duration"));
         }
         return Ok(Duration::from_secs_f64(secs));
