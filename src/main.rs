@@ -287,6 +287,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         )
         .await
         .context("registering the local exporter")?;
+    let nameserver_store = nameserver.store();
     tasks.spawn({
         let shutdown = shutdown.clone();
         async move { nameserver.run(shutdown).await.context("nameserver") }
@@ -308,6 +309,21 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let scraper = heimdall_scraper::Scraper::bind(&scraper_flags, shutdown.child_token())
         .context("starting the scraper")?;
     let scraper_addr = scraper.local_addr();
+    // Registered as `_scraper._tcp` (the gateway finds it there), in-process like the exporter.
+    nameserver_store
+        .register(
+            "scraper",
+            &instance,
+            heimdall_nameserver::registry::Registration {
+                address: scraper_addr.ip(),
+                port: scraper_addr.port(),
+                labels: Default::default(),
+                ttl_seconds: None,
+                health_path: Some("/-/healthy".to_owned()),
+            },
+        )
+        .await
+        .context("registering the scraper")?;
     tasks.spawn(async move { scraper.run().await.context("scraper") });
 
     println!("heimdall {} is up:", env!("CARGO_PKG_VERSION"));

@@ -15,7 +15,7 @@ impl Drop for Child {
 }
 
 #[test]
-fn up_starts_the_exporter_and_prints_where() {
+fn up_starts_the_stack_and_the_scraper_scrapes_the_exporter() {
     let data = tempfile::tempdir().expect("tempdir");
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_heimdall"))
@@ -26,6 +26,8 @@ fn up_starts_the_exporter_and_prints_where() {
                 "--nameserver.dns-address",
                 "127.0.0.1:0",
                 "--nameserver.http-address",
+                "127.0.0.1:0",
+                "--scraper.listen-address",
                 "127.0.0.1:0",
             ])
             .arg(format!("--data.path={}", data.path().display()))
@@ -58,6 +60,17 @@ fn up_starts_the_exporter_and_prints_where() {
         let line = next_line();
         if let Some((_, rest)) = line.split_once("registry: ") {
             break rest.trim_end_matches(')').to_owned();
+        }
+    };
+    let scraper = loop {
+        let line = next_line();
+        if let Some(rest) = line.trim().strip_prefix("scraper") {
+            let query_url = rest.split_whitespace().next().expect("scraper url");
+            break query_url
+                .split("/api/v1/")
+                .next()
+                .expect("scraper base")
+                .to_owned();
         }
     };
     assert!(
@@ -102,6 +115,50 @@ fn up_starts_the_exporter_and_prints_where() {
         .trim_start_matches("http://")
         .trim_end_matches("/metrics");
     assert_eq!(sd[0]["targets"][0], target, "{sd}");
+
+    // The scraper found the exporter through the nameserver (SRV) and scrapes it: `up` is 1
+    // and node_exporter's metrics are queryable through the Prometheus API.
+    let query = |q: &str| -> serde_json::Value {
+        rt.block_on(async {
+            reqwest::Client::new()
+                .get(format!(
+                    "{scraper}/api/v1/query?query={}",
+                    q.replace('{', "%7B")
+                        .replace('}', "%7D")
+                        .replace('"', "%22")
+                        .replace(' ', "%20")
+                        .replace('=', "%3D")
+                ))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .expect("GET /api/v1/query")
+                .json()
+                .await
+                .expect("query JSON")
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let up = query("up{job=\"exporter\"}");
+        let result = &up["data"]["result"];
+        if result.as_array().is_some_and(|r| r.len() == 1) && result[0]["value"][1] == "1" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scraper never scraped the exporter: {up}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let cpus = query("count(node_cpu_seconds_total{mode=\"idle\"})");
+    assert_eq!(cpus["status"], "success", "{cpus}");
+    assert!(
+        cpus["data"]["result"][0]["value"][1]
+            .as_str()
+            .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n >= 1)),
+        "{cpus}"
+    );
 
     // SIGTERM: a clean, prompt, successful exit.
     let pid = child.0.id().to_string();
