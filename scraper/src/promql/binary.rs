@@ -239,7 +239,7 @@ fn vector_scalar(
         });
     }
     m.retain(|s| !s.samples.is_empty());
-    ev.ctx.release(before - points(&m));
+    ev.ctx.release(before - points(&m) + scalar.len());
     merge_same_labelset(m)
 }
 

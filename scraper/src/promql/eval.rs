@@ -165,6 +165,9 @@ pub(crate) struct RangeSource {
     pub(crate) range: i64,
     pub(crate) offset: i64,
     pub(crate) at: Option<i64>,
+    /// Points a subquery's evaluation counted against `max_samples`; the caller releases them
+    /// once the windows are computed (a matrix selector's windows are counted as they open).
+    pub(crate) charged: usize,
 }
 
 /// Evaluates nodes over one set of steps (the query's, or a subquery's).
@@ -378,6 +381,7 @@ impl Evaluator<'_, '_> {
                     range,
                     offset,
                     at,
+                    charged: 0,
                 })
             }
             Expr::Subquery(sq) => self.subquery(sq),
@@ -434,6 +438,7 @@ impl Evaluator<'_, '_> {
             }
         };
         Ok(RangeSource {
+            charged: points(&series),
             series,
             range,
             offset,
@@ -811,5 +816,65 @@ fn system_time_ms(st: &SystemTime) -> i64 {
     match st.duration_since(UNIX_EPOCH) {
         Ok(d) => duration_ms(d),
         Err(e) => -duration_ms(e.duration()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(labels: &[(&str, &str)], points: &[(i64, f64)]) -> Series {
+        Series {
+            labels: Labels::from_pairs(labels.iter().copied()),
+            samples: points.iter().map(|&(t, v)| Sample { t, v }).collect(),
+        }
+    }
+
+    #[test]
+    fn steps_cover_start_to_end() {
+        let s = Steps::new(0, 10, 3, 100).unwrap();
+        assert_eq!((s.len(), s.ts(3), s.end(), s.index(9)), (4, 9, 9, 3));
+        assert!(Steps::new(10, 0, 1, 100).is_err());
+        assert!(Steps::new(0, 10, 0, 100).is_err());
+        assert!(matches!(
+            Steps::new(i64::MIN, i64::MAX, 1, 1000),
+            Err(QueryError::TooManySamples(_))
+        ));
+    }
+
+    #[test]
+    fn merges_series_that_collide_without_overlap() {
+        let m = vec![
+            series(&[("a", "1")], &[(0, 1.0)]),
+            series(&[("a", "2")], &[(0, 2.0)]),
+            series(&[("a", "1")], &[(10, 3.0)]),
+        ];
+        let merged = merge_same_labelset(m).unwrap();
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].samples.len(), 2);
+        let clash = vec![
+            series(&[("a", "1")], &[(0, 1.0)]),
+            series(&[("a", "1")], &[(0, 3.0)]),
+        ];
+        assert_eq!(
+            merge_same_labelset(clash).unwrap_err(),
+            QueryError::exec(DUPLICATE_LABELSET_MSG)
+        );
+    }
+
+    #[test]
+    fn drops_the_name_and_metadata_labels() {
+        let l = Labels::from_pairs([("__name__", "x"), ("__type__", "counter"), ("a", "b")]);
+        assert_eq!(drop_metric_name(&l), Labels::from_pairs([("a", "b")]));
+    }
+
+    #[test]
+    fn output_refuses_two_points_at_one_step() {
+        let mut out = Out::default();
+        let a = out.slot(Labels::from_pairs([("a", "1")]));
+        assert_eq!(out.slot(Labels::from_pairs([("a", "1")])), a);
+        out.push(a, 0, 1.0).unwrap();
+        assert!(out.push(a, 0, 2.0).is_err());
+        out.push(a, 10, 2.0).unwrap();
     }
 }

@@ -218,15 +218,21 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_, '_>, call: &Call) -> Result<Evalu
                 ev.ctx.release(2 * n);
                 Ok(Evaluated::Vector(out))
             }
-            "time" => Ok(Evaluated::Scalar(
-                (0..ev.steps.len())
-                    .map(|i| ev.steps.ts(i) as f64 / 1000.0)
-                    .collect(),
-            )),
-            "pi" => Ok(Evaluated::Scalar(vec![
-                std::f64::consts::PI;
-                ev.steps.len()
-            ])),
+            "time" => {
+                ev.ctx.charge(ev.steps.len())?;
+                Ok(Evaluated::Scalar(
+                    (0..ev.steps.len())
+                        .map(|i| ev.steps.ts(i) as f64 / 1000.0)
+                        .collect(),
+                ))
+            }
+            "pi" => {
+                ev.ctx.charge(ev.steps.len())?;
+                Ok(Evaluated::Scalar(vec![
+                    std::f64::consts::PI;
+                    ev.steps.len()
+                ]))
+            }
             "vector" => {
                 let v = ev.eval_scalar(arg(0)?)?;
                 let steps = ev.steps;
@@ -390,7 +396,7 @@ fn eval_window(
             });
         }
     }
-    ev.ctx.release(param.len());
+    ev.ctx.release(param.len() + src.charged);
     check_unique_labelsets(&out)?;
     Ok(Evaluated::Vector(out))
 }
@@ -404,7 +410,7 @@ fn extrapolated_rate(w: &[Sample], c: &Window, is_counter: bool, is_rate: bool) 
         return None;
     }
     let (first, last) = (w.first()?, w.last()?);
-    let range_start = c.end - c.range;
+    let range_start = c.end.saturating_sub(c.range);
     let mut result = last.v - first.v;
     if is_counter {
         for pair in w.windows(2) {
@@ -472,7 +478,7 @@ fn linear_regression(w: &[Sample], intercept_t: i64) -> (f64, f64) {
             const_y = false;
         }
         n += 1.0;
-        let x = (p.t - intercept_t) as f64 / 1e3;
+        let x = p.t.saturating_sub(intercept_t) as f64 / 1e3;
         (sx, cx) = kahan_sum_inc(x, sx, cx);
         (sy, cy) = kahan_sum_inc(p.v, sy, cy);
         (sxy, cxy) = kahan_sum_inc(x * p.v, sxy, cxy);
@@ -665,6 +671,7 @@ fn absent_over_time(ev: &mut Evaluator<'_, '_>, arg: &Expr) -> Result<Evaluated,
             Ok(())
         })?;
     }
+    ev.ctx.release(src.charged);
     Ok(Evaluated::Vector(absent_series(ev, arg, &present)?))
 }
 

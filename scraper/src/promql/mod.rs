@@ -188,23 +188,7 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<Value, QueryError> {
-        if end_ms < start_ms {
-            return Err(QueryError::BadData(
-                "end timestamp must not be before start time".to_owned(),
-            ));
-        }
-        if step_ms <= 0 {
-            return Err(QueryError::BadData(
-                "zero or negative query resolution step widths are not accepted. Try a positive integer"
-                    .to_owned(),
-            ));
-        }
-        if (end_ms.saturating_sub(start_ms)) / step_ms > MAX_POINTS_PER_SERIES {
-            return Err(QueryError::BadData(
-                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
-                    .to_owned(),
-            ));
-        }
+        check_range(start_ms, end_ms, step_ms)?;
         let parsed = parse(expr)?;
         self.range_expr(q, &parsed, start_ms, end_ms, step_ms)
     }
@@ -218,6 +202,7 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<Value, QueryError> {
+        check_range(start_ms, end_ms, step_ms)?;
         let mut ctx = self.context(q, start_ms, end_ms);
         eval::run_range(&mut ctx, expr, start_ms, end_ms, step_ms)
     }
@@ -238,6 +223,28 @@ impl Default for Engine {
     fn default() -> Self {
         Self::new(EngineOptions::default())
     }
+}
+
+/// The checks Prometheus' API applies to a range query's parameters, with its messages.
+fn check_range(start_ms: i64, end_ms: i64, step_ms: i64) -> Result<(), QueryError> {
+    if end_ms < start_ms {
+        return Err(QueryError::BadData(
+            "end timestamp must not be before start time".to_owned(),
+        ));
+    }
+    if step_ms <= 0 {
+        return Err(QueryError::BadData(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer"
+                .to_owned(),
+        ));
+    }
+    if end_ms.saturating_sub(start_ms) / step_ms > MAX_POINTS_PER_SERIES {
+        return Err(QueryError::BadData(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
+                .to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// A duration in milliseconds, saturating (durations come from parsed queries and options).

@@ -929,3 +929,160 @@ fn runner_parses_the_script_language() {
     assert!(almost_equal(f64::NAN, f64::NAN));
     assert!(!almost_equal(stale_nan(), f64::NAN));
 }
+
+fn one_series_store(samples: usize) -> MemStore {
+    let mut m = MemStore::new();
+    let l = Labels::from_pairs([("__name__", "up"), ("job", "node")]);
+    for k in 0..samples {
+        m.add(&l, k as i64 * 15_000, 1.0);
+    }
+    m
+}
+
+#[test]
+fn api_errors_carry_prometheus_types_and_messages() {
+    let store = one_series_store(10);
+    let engine = test_engine();
+
+    let e = engine.instant(&store, "up +", 0).unwrap_err();
+    assert!(matches!(e, QueryError::BadData(_)), "{e:?}");
+    assert_eq!(e.error_type(), "bad_data");
+
+    let e = engine.range(&store, "up", 0, 11_001_000, 1000).unwrap_err();
+    assert_eq!(
+        e,
+        QueryError::BadData(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
+                .to_owned()
+        )
+    );
+    assert!(engine.range(&store, "up", 0, 11_000_000, 1000).is_ok());
+    let e = engine.range(&store, "up", 0, 1000, 0).unwrap_err();
+    assert_eq!(e.error_type(), "bad_data");
+    let e = engine.range(&store, "up", 1000, 0, 10).unwrap_err();
+    assert_eq!(e.to_string(), "end timestamp must not be before start time");
+    let e = engine.range(&store, "up[5m]", 0, 1000, 10).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector"
+    );
+
+    let e = engine.instant(&store, "limitk(1, up)", 0).unwrap_err();
+    assert!(matches!(e, QueryError::Unsupported(_)), "{e:?}");
+    assert_eq!(e.error_type(), "execution");
+
+    let e = engine
+        .instant(&store, r#"count_values("", up)"#, 0)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        QueryError::Execution("invalid label name \"\"".to_owned())
+    );
+    assert_eq!(e.error_type(), "execution");
+}
+
+#[test]
+fn max_samples_stops_a_query() {
+    let store = one_series_store(100);
+    let small = Engine::new(EngineOptions {
+        lookback_delta: Duration::from_secs(300),
+        max_samples: 50,
+        timeout: Duration::from_secs(60),
+    });
+    // 100 steps of one series: 100 samples in memory.
+    let e = small
+        .range(&store, "up", 0, 99 * 15_000, 15_000)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        QueryError::TooManySamples(
+            "query processing would load too many samples into memory in query execution"
+                .to_owned()
+        )
+    );
+    assert_eq!(e.error_type(), "execution");
+    // A window of 100 samples is too many as well.
+    assert!(
+        small
+            .instant(&store, "count_over_time(up[1h])", 99 * 15_000)
+            .is_err()
+    );
+    // 40 steps fit.
+    assert!(small.range(&store, "up", 0, 39 * 15_000, 15_000).is_ok());
+    // A subquery with more steps than max_samples is refused before it allocates.
+    assert!(
+        small
+            .instant(&store, "max_over_time(vector(1)[1y:1s])", 0)
+            .is_err()
+    );
+}
+
+#[test]
+fn deadline_times_a_query_out() {
+    let store = one_series_store(10);
+    let engine = Engine::new(EngineOptions {
+        timeout: Duration::ZERO,
+        ..EngineOptions::default()
+    });
+    let e = engine.instant(&store, "sum(up)", 0).unwrap_err();
+    assert_eq!(
+        e,
+        QueryError::Timeout("query timed out in query execution".to_owned())
+    );
+    assert_eq!(e.error_type(), "timeout");
+}
+
+#[test]
+fn result_shapes() {
+    let store = one_series_store(10);
+    let engine = test_engine();
+    assert_eq!(
+        engine.instant(&store, "1 + 1", 5000).unwrap(),
+        Value::Scalar { t: 5000, v: 2.0 }
+    );
+    assert_eq!(
+        engine.instant(&store, "\"hi\"", 5000).unwrap(),
+        Value::String {
+            t: 5000,
+            v: "hi".to_owned()
+        }
+    );
+    let Value::Vector(v) = engine.instant(&store, "up", 20_000).unwrap() else {
+        panic!("not a vector")
+    };
+    // An instant vector carries the evaluation time, not the sample's.
+    assert_eq!((v.len(), v[0].t, v[0].v), (1, 20_000, 1.0));
+    let Value::Matrix(m) = engine.instant(&store, "up[30s]", 30_000).unwrap() else {
+        panic!("not a matrix")
+    };
+    // Raw samples in (0s, 30s]: 15s and 30s.
+    assert_eq!(
+        m[0].samples.iter().map(|s| s.t).collect::<Vec<_>>(),
+        [15_000, 30_000]
+    );
+    let Value::Matrix(m) = engine.range(&store, "time()", 0, 30_000, 15_000).unwrap() else {
+        panic!("not a matrix")
+    };
+    assert!(m[0].labels.is_empty());
+    assert_eq!(
+        m[0].samples.iter().map(|s| s.v).collect::<Vec<_>>(),
+        [0.0, 15.0, 30.0]
+    );
+}
+
+#[test]
+fn selectors_and_series_matchers() {
+    use heimdall_scraper::promql::{parse_selector, selectors};
+    let m = parse_selector(r#"up{job="node", instance=~"a.*"}"#).unwrap();
+    let shown: Vec<String> = m.iter().map(|m| m.to_string()).collect();
+    assert_eq!(
+        shown,
+        [r#"__name__="up""#, r#"job="node""#, r#"instance=~"a.*""#]
+    );
+    assert!(parse_selector("rate(up[5m])").is_err());
+    assert!(parse_selector(r#"{job=~".*"}"#).is_err());
+    let expr = parse("sum(rate(a[5m])) / on() b offset 1m").unwrap();
+    let all = selectors(&expr).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1][0].to_string(), r#"__name__="b""#);
+}
