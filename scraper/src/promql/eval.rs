@@ -143,9 +143,11 @@ impl Steps {
         self.len
     }
 
-    /// Timestamp of step `i` (`i < len`, so it fits between start and end).
+    /// Timestamp of step `i` (`i < len`, so it lies between start and end; computed wide
+    /// because `step * i` alone may not fit).
     pub(crate) fn ts(&self, i: usize) -> i64 {
-        self.start + self.step * i as i64
+        let t = i128::from(self.start) + i128::from(self.step) * i as i128;
+        i64::try_from(t).unwrap_or(i64::MAX)
     }
 
     pub(crate) fn end(&self) -> i64 {
@@ -154,7 +156,8 @@ impl Steps {
 
     /// Index of the step at timestamp `t` (a point of a step-aligned series).
     pub(crate) fn index(&self, t: i64) -> usize {
-        usize::try_from((t - self.start) / self.step).unwrap_or(0)
+        usize::try_from((i128::from(t) - i128::from(self.start)) / i128::from(self.step))
+            .unwrap_or(0)
     }
 }
 
@@ -570,9 +573,20 @@ pub(crate) fn run_range(
 pub(crate) struct Out {
     pub(crate) series: Vec<Series>,
     index: HashMap<Labels, usize>,
+    points: usize,
+    /// Points this output may hold before the query is over `max_samples`.
+    room: usize,
 }
 
 impl Out {
+    /// An empty output that fails as soon as it would take the query over `max_samples`.
+    pub(crate) fn new(ctx: &Context<'_>) -> Self {
+        Self {
+            room: ctx.max_samples.saturating_sub(ctx.samples),
+            ..Self::default()
+        }
+    }
+
     /// The output series for `labels`, created on first use.
     pub(crate) fn slot(&mut self, labels: Labels) -> usize {
         if let Some(i) = self.index.get(&labels) {
@@ -595,6 +609,10 @@ impl Out {
         };
         if s.samples.last().is_some_and(|p| p.t == t) {
             return Err(QueryError::exec(DUPLICATE_LABELSET_MSG));
+        }
+        self.points += 1;
+        if self.points > self.room {
+            return Err(QueryError::TooManySamples(TOO_MANY_SAMPLES_MSG.to_owned()));
         }
         s.samples.push(Sample { t, v });
         Ok(())
@@ -778,6 +796,30 @@ pub(crate) fn collect_selectors(
     Ok(())
 }
 
+/// Whether the tree under `expr` is deeper than `budget` levels (stops descending once it is,
+/// so the check itself recurses at most `budget` deep).
+pub(crate) fn deeper_than(expr: &Expr, budget: usize) -> bool {
+    let Some(budget) = budget.checked_sub(1) else {
+        return true;
+    };
+    match expr {
+        Expr::Aggregate(a) => {
+            deeper_than(&a.expr, budget)
+                || a.param.as_deref().is_some_and(|p| deeper_than(p, budget))
+        }
+        Expr::Unary(u) => deeper_than(&u.expr, budget),
+        Expr::Binary(b) => deeper_than(&b.lhs, budget) || deeper_than(&b.rhs, budget),
+        Expr::Paren(p) => deeper_than(&p.expr, budget),
+        Expr::Subquery(s) => deeper_than(&s.expr, budget),
+        Expr::Call(c) => c.args.args.iter().any(|a| deeper_than(a, budget)),
+        Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::VectorSelector(_)
+        | Expr::MatrixSelector(_)
+        | Expr::Extension(_) => false,
+    }
+}
+
 /// What kind of node `expr` is, for error messages.
 pub(crate) fn expr_kind(expr: &Expr) -> &'static str {
     match expr {
@@ -870,7 +912,10 @@ mod tests {
 
     #[test]
     fn output_refuses_two_points_at_one_step() {
-        let mut out = Out::default();
+        let mut out = Out {
+            room: 10,
+            ..Out::default()
+        };
         let a = out.slot(Labels::from_pairs([("a", "1")]));
         assert_eq!(out.slot(Labels::from_pairs([("a", "1")])), a);
         out.push(a, 0, 1.0).unwrap();

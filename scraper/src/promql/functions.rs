@@ -94,6 +94,19 @@ static FUNCTIONS: &[Function] = &[
     window("last_over_time", |w, _| w.last().map(|p| p.v)),
     window("first_over_time", |w, _| w.first().map(|p| p.v)),
     window("present_over_time", |_, _| Some(1.0)),
+    window("mad_over_time", |w, _| Some(mad_over_time(w))),
+    window("ts_of_first_over_time", |w, _| {
+        w.first().map(|p| p.t as f64 / 1000.0)
+    }),
+    window("ts_of_last_over_time", |w, _| {
+        w.last().map(|p| p.t as f64 / 1000.0)
+    }),
+    window("ts_of_min_over_time", |w, _| {
+        ts_of_best(w, |cur, best| cur <= best || best.is_nan())
+    }),
+    window("ts_of_max_over_time", |w, _| {
+        ts_of_best(w, |cur, best| cur >= best || best.is_nan())
+    }),
     window("stddev_over_time", |w, _| {
         Some(variance_over_time(w).sqrt())
     }),
@@ -569,6 +582,29 @@ fn compare_over_time(w: &[Sample], better: fn(f64, f64) -> bool) -> Option<f64> 
     Some(best)
 }
 
+/// The timestamp (seconds) of the best sample; `better` decides ties (`>=` keeps the last).
+fn ts_of_best(w: &[Sample], better: fn(f64, f64) -> bool) -> Option<f64> {
+    let first = w.first()?;
+    let (mut best, mut t) = (first.v, first.t);
+    for p in w {
+        if better(p.v, best) {
+            best = p.v;
+            t = p.t;
+        }
+    }
+    Some(t as f64 / 1000.0)
+}
+
+/// Median absolute deviation from the median.
+fn mad_over_time(w: &[Sample]) -> f64 {
+    let mut values: Vec<f64> = w.iter().map(|p| p.v).collect();
+    let median = quantile(0.5, &mut values);
+    for v in &mut values {
+        *v = (*v - median).abs();
+    }
+    quantile(0.5, &mut values)
+}
+
 fn variance_over_time(w: &[Sample]) -> f64 {
     let (mut count, mut mean, mut c_mean, mut aux, mut c_aux) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for p in w {
@@ -873,7 +909,7 @@ fn histogram_quantile(
     }
     let mut buckets: Vec<Vec<Bucket>> = vec![Vec::new(); group_labels.len()];
     let mut slots: Vec<Option<usize>> = vec![None; group_labels.len()];
-    let mut out = Out::default();
+    let mut out = Out::new(ev.ctx);
     let mut cursors = Cursors::new(input.len());
     for step in 0..ev.steps.len() {
         let ts = ev.steps.ts(step);
@@ -1096,8 +1132,12 @@ mod tests {
 
     #[test]
     fn over_time_aggregates() {
-        let w = vec![s(0, 1.0), s(1, 2.0), s(2, 6.0)];
+        let w = vec![s(0, 1.0), s(1000, 2.0), s(2000, 6.0)];
         assert_eq!(avg_over_time(&w), 3.0);
+        // Median 2, deviations 1 0 4: median 1.
+        assert_eq!(mad_over_time(&w), 1.0);
+        assert_eq!(ts_of_best(&w, |c, b| c >= b || b.is_nan()), Some(2.0));
+        assert_eq!(ts_of_best(&w, |c, b| c <= b || b.is_nan()), Some(0.0));
         assert_eq!(sum_over_time(&w), 9.0);
         let nan_first = vec![s(0, f64::NAN), s(1, 2.0)];
         assert_eq!(

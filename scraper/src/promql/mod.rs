@@ -105,9 +105,54 @@ impl QueryError {
     }
 }
 
+/// Most bytes a query may have outside string literals. The parser builds, and drops, the
+/// syntax tree recursively: `a+a+…` with ~16k terms overflows a 2 MiB thread stack, so longer
+/// queries are refused (long regexes inside quotes do not count).
+pub const MAX_QUERY_STRUCTURE_BYTES: usize = 16 * 1024;
+
+/// Deepest syntax tree the evaluator accepts (it recurses once per level); real queries stay
+/// far below.
+pub const MAX_EXPR_DEPTH: usize = 256;
+
 /// Parses a PromQL expression; errors are [`QueryError::BadData`] with the parser's message.
+/// Queries beyond [`MAX_QUERY_STRUCTURE_BYTES`] or [`MAX_EXPR_DEPTH`] are refused.
 pub fn parse(expr: &str) -> Result<Expr, QueryError> {
-    promql_parser::parser::parse(expr).map_err(QueryError::BadData)
+    let structure = structural_len(expr);
+    if structure > MAX_QUERY_STRUCTURE_BYTES {
+        return Err(QueryError::BadData(format!(
+            "query too long: {structure} bytes outside string literals, at most {MAX_QUERY_STRUCTURE_BYTES}"
+        )));
+    }
+    let parsed = promql_parser::parser::parse(expr).map_err(QueryError::BadData)?;
+    if eval::deeper_than(&parsed, MAX_EXPR_DEPTH) {
+        return Err(QueryError::BadData(format!(
+            "query nesting exceeds {MAX_EXPR_DEPTH} levels"
+        )));
+    }
+    Ok(parsed)
+}
+
+/// Length of `s` without the contents of its string literals (`"…"`, `'…'`, `` `…` ``).
+fn structural_len(s: &str) -> usize {
+    let mut n = 0;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        n += c.len_utf8();
+        if matches!(c, '"' | '\'' | '`') {
+            let mut escaped = false;
+            for d in chars.by_ref() {
+                if escaped {
+                    escaped = false;
+                } else if d == '\\' && c != '`' {
+                    escaped = true;
+                } else if d == c {
+                    n += 1;
+                    break;
+                }
+            }
+        }
+    }
+    n
 }
 
 /// Parses a series selector (`up{job="node"}`, as in `match[]` of `/api/v1/series`) into

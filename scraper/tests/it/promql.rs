@@ -1086,3 +1086,53 @@ fn selectors_and_series_matchers() {
     assert_eq!(all.len(), 2);
     assert_eq!(all[1][0].to_string(), r#"__name__="b""#);
 }
+
+/// Hostile queries fail cleanly: no panic, no stack overflow, no huge allocation.
+#[test]
+fn hostile_queries_fail_cleanly() {
+    let store = one_series_store(10);
+    let engine = test_engine();
+    let deep_parens = format!("{}up{}", "(".repeat(5000), ")".repeat(5000));
+    let long_chain = vec!["up"; 5000].join(" + ");
+    let too_long = vec!["up"; 9000].join("+");
+    let long_regex = format!("up{{job=~\"{}\"}}", vec!["node"; 20_000].join("|"));
+    let queries = [
+        deep_parens.as_str(),
+        long_chain.as_str(),
+        too_long.as_str(),
+        long_regex.as_str(),
+        "up @ 1e300",
+        "up @ -1e300",
+        "up offset 100000y",
+        "up offset -100000y",
+        "rate(up[100000y])",
+        "max_over_time(up[100000y:1ms])",
+        "sum_over_time(up[10y:1ms] @ -1e18)",
+        "topk(1e300, up)",
+        "topk(-1e300, up)",
+        "quantile(NaN, up)",
+        "histogram_quantile(NaN, up)",
+        "label_replace(up, \"a\", \"$1$2$99\", \"job\", \"(.*)\")",
+        "year(up * 1e300)",
+        "hour(-up * 1e300)",
+        "round(up, 0)",
+        "up{job=~\"a{b}\"}",
+        "count_values(\"x\", up / 0)",
+    ];
+    for q in queries {
+        let _ = engine.instant(&store, q, 0);
+        let _ = engine.instant(&store, q, i64::MAX);
+        let _ = engine.instant(&store, q, i64::MIN);
+        let _ = engine.range(&store, q, i64::MIN, i64::MAX, i64::MAX);
+        let _ = engine.range(&store, q, 0, 100_000, 1);
+    }
+    assert!(matches!(
+        engine.instant(&store, &too_long, 0),
+        Err(QueryError::BadData(_))
+    ));
+    assert!(matches!(
+        engine.instant(&store, &deep_parens, 0),
+        Err(QueryError::BadData(_))
+    ));
+    assert!(engine.instant(&store, &long_regex, 0).is_ok());
+}
