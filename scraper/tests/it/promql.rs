@@ -20,6 +20,8 @@ use heimdall_scraper::promql::memstore::MemStore;
 use heimdall_scraper::promql::{Engine, EngineOptions, QueryError, Value, parse};
 use heimdall_scraper::storage::Series;
 use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{AtModifier, Expr};
+use std::time::UNIX_EPOCH;
 
 /// Settings the upstream suite assumes (`NewTestEngine`): 5m lookback, 10,000 samples.
 fn test_engine() -> Engine {
@@ -570,6 +572,30 @@ impl Runner {
                 return;
             }
         }
+        // Second upstream check: pinning every selector to `@ t` gives the same result at
+        // any evaluation time.
+        if let EvalKind::Instant(t) = kind
+            && expect.fail.is_none()
+            && expect.string.is_none()
+            && !TIME_DEPENDENT
+                .iter()
+                .any(|f| expr.contains(&format!("{f}(")))
+            && let Ok(mut pinned) = parse(expr)
+        {
+            pin_at(&mut pinned, t);
+            let times = if t == 0 {
+                vec![-1000, 0, 1000]
+            } else {
+                vec![-10 * t, 0, t / 5, t, 10 * t]
+            };
+            for ts in times {
+                let result = self.engine.instant_expr(&self.store, &pinned, ts);
+                if let Err(why) = self.check(&EvalKind::Instant(ts), &expect, result) {
+                    self.fail(lineno, cmd, format!("@ {t}ms rerun at {ts}ms: {why}"));
+                    return;
+                }
+            }
+        }
         self.counts.passed += 1;
     }
 
@@ -661,6 +687,57 @@ impl Runner {
             }
             (_, other) => Err(format!("unexpected result type: {other:?}")),
         }
+    }
+}
+
+/// Functions whose result depends on the evaluation time itself, not only on the data read.
+const TIME_DEPENDENT: &[&str] = &[
+    "time",
+    "timestamp",
+    "predict_linear",
+    "start",
+    "end",
+    "range",
+    "step",
+    "hour",
+    "minute",
+    "month",
+    "year",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "days_in_month",
+];
+
+/// Adds `@ t` to every selector and subquery that has no `@` (a subquery pinned here is left
+/// alone inside, as in the upstream runner).
+fn pin_at(expr: &mut Expr, t: i64) {
+    let at = || {
+        let d = Duration::from_millis(t.unsigned_abs());
+        AtModifier::At(if t >= 0 {
+            UNIX_EPOCH + d
+        } else {
+            UNIX_EPOCH - d
+        })
+    };
+    match expr {
+        Expr::VectorSelector(vs) if vs.at.is_none() => vs.at = Some(at()),
+        Expr::MatrixSelector(ms) if ms.vs.at.is_none() => ms.vs.at = Some(at()),
+        Expr::Subquery(sq) if sq.at.is_none() => sq.at = Some(at()),
+        Expr::Aggregate(a) => {
+            pin_at(&mut a.expr, t);
+            if let Some(p) = a.param.as_mut() {
+                pin_at(p, t);
+            }
+        }
+        Expr::Unary(u) => pin_at(&mut u.expr, t),
+        Expr::Binary(b) => {
+            pin_at(&mut b.lhs, t);
+            pin_at(&mut b.rhs, t);
+        }
+        Expr::Paren(p) => pin_at(&mut p.expr, t),
+        Expr::Call(c) => c.args.args.iter_mut().for_each(|a| pin_at(a, t)),
+        _ => {}
     }
 }
 
