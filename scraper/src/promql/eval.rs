@@ -45,8 +45,10 @@ pub(crate) struct Context<'q> {
     deadline: Instant,
     ticks: u32,
     pub(crate) subquery_step: i64,
-    query_start: i64,
-    query_end: i64,
+    pub(crate) query_start: i64,
+    pub(crate) query_end: i64,
+    /// The range query's step (0 for an instant query), for `step()`.
+    pub(crate) query_step: i64,
 }
 
 impl<'q> Context<'q> {
@@ -57,6 +59,7 @@ impl<'q> Context<'q> {
         subquery_step: i64,
         query_start: i64,
         query_end: i64,
+        query_step: i64,
     ) -> Self {
         Self {
             querier,
@@ -68,6 +71,7 @@ impl<'q> Context<'q> {
             subquery_step,
             query_start,
             query_end,
+            query_step,
         }
     }
 

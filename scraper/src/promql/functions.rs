@@ -154,6 +154,12 @@ static FUNCTIONS: &[Function] = &[
     special("clamp_min"),
     special("clamp_max"),
     special("time"),
+    special("start"),
+    special("end"),
+    special("range"),
+    special("step"),
+    special("min_of"),
+    special("max_of"),
     special("pi"),
     special("vector"),
     special("scalar"),
@@ -238,6 +244,26 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_, '_>, call: &Call) -> Result<Evalu
                         .map(|i| ev.steps.ts(i) as f64 / 1000.0)
                         .collect(),
                 ))
+            }
+            "start" | "end" | "range" | "step" => {
+                // The query's parameters in seconds (experimental functions in Prometheus).
+                let c = &ev.ctx;
+                let ms = match name {
+                    "start" => c.query_start,
+                    "end" => c.query_end,
+                    "range" => c.query_end.saturating_sub(c.query_start),
+                    _ => c.query_step,
+                };
+                ev.ctx.charge(ev.steps.len())?;
+                Ok(Evaluated::Scalar(vec![ms as f64 / 1000.0; ev.steps.len()]))
+            }
+            "min_of" | "max_of" => {
+                let mut a = ev.eval_scalar(arg(0)?)?;
+                let b = ev.eval_scalar(arg(1)?)?;
+                let f = if name == "min_of" { go_min } else { go_max };
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x = f(*x, *y));
+                ev.ctx.release(b.len());
+                Ok(Evaluated::Scalar(a))
             }
             "pi" => {
                 ev.ctx.charge(ev.steps.len())?;
@@ -595,8 +621,11 @@ fn ts_of_best(w: &[Sample], better: fn(f64, f64) -> bool) -> Option<f64> {
     Some(t as f64 / 1000.0)
 }
 
-/// Median absolute deviation from the median.
+/// Median absolute deviation from the median; a NaN sample makes it NaN.
 fn mad_over_time(w: &[Sample]) -> f64 {
+    if w.iter().any(|p| p.v.is_nan()) {
+        return f64::NAN;
+    }
     let mut values: Vec<f64> = w.iter().map(|p| p.v).collect();
     let median = quantile(0.5, &mut values);
     for v in &mut values {

@@ -219,7 +219,7 @@ impl Engine {
         expr: &Expr,
         t_ms: i64,
     ) -> Result<Value, QueryError> {
-        let mut ctx = self.context(q, t_ms, t_ms);
+        let mut ctx = self.context(q, t_ms, t_ms, 0);
         eval::run_instant(&mut ctx, expr, t_ms)
     }
 
@@ -248,11 +248,17 @@ impl Engine {
         step_ms: i64,
     ) -> Result<Value, QueryError> {
         check_range(start_ms, end_ms, step_ms)?;
-        let mut ctx = self.context(q, start_ms, end_ms);
+        let mut ctx = self.context(q, start_ms, end_ms, step_ms);
         eval::run_range(&mut ctx, expr, start_ms, end_ms, step_ms)
     }
 
-    fn context<'q>(&self, q: &'q dyn Querier, start: i64, end: i64) -> eval::Context<'q> {
+    fn context<'q>(
+        &self,
+        q: &'q dyn Querier,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> eval::Context<'q> {
         eval::Context::new(
             q,
             &self.opts,
@@ -260,6 +266,7 @@ impl Engine {
             duration_ms(self.subquery_step).max(1),
             start,
             end,
+            step,
         )
     }
 }
