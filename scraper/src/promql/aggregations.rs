@@ -370,7 +370,7 @@ fn top_k(
     let mut heaps: Vec<BinaryHeap<Ranked>> = vec![BinaryHeap::new(); group_index.len()];
     drop(group_index);
     let mut slots: Vec<Option<usize>> = vec![None; input.len()];
-    let mut out = Out::default();
+    let mut out = Out::new(ev.ctx);
     let mut cursors = Cursors::new(input.len());
     let mut sorted: Vec<Ranked> = Vec::new();
     for step in 0..ev.steps.len() {
@@ -445,7 +445,7 @@ fn count_values(
     if !without {
         grouping.push(label.to_owned());
     }
-    let mut out = Out::default();
+    let mut out = Out::new(ev.ctx);
     let mut cursors = Cursors::new(input.len());
     let mut counts: Vec<(usize, f64)> = Vec::new();
     let mut by_slot: HashMap<usize, usize> = HashMap::new();

@@ -239,7 +239,7 @@ fn vector_scalar(
         });
     }
     m.retain(|s| !s.samples.is_empty());
-    ev.ctx.release(before - points(&m));
+    ev.ctx.release(before - points(&m) + scalar.len());
     merge_same_labelset(m)
 }
 
@@ -286,7 +286,7 @@ fn vector_vector(
     let mut matched_many: HashSet<(usize, usize)> = HashSet::new();
     let mut touched: Vec<usize> = Vec::new();
     let mut result_slot: HashMap<(usize, usize), usize> = HashMap::new();
-    let mut out = Out::default();
+    let mut out = Out::new(ev.ctx);
     let (mut many_cur, mut one_cur) = (Cursors::new(many.len()), Cursors::new(one.len()));
     for step in 0..ev.steps.len() {
         let ts = ev.steps.ts(step);
@@ -425,7 +425,7 @@ fn set_operation(
     let (lsig, rsig, nsig) = signatures(matching, lhs, rhs);
     let mut present = vec![false; nsig];
     let mut touched = Vec::new();
-    let mut out = Out::default();
+    let mut out = Out::new(ev.ctx);
     let mut lslot: Vec<Option<usize>> = vec![None; lhs.len()];
     let mut rslot: Vec<Option<usize>> = vec![None; rhs.len()];
     let (mut lcur, mut rcur) = (Cursors::new(lhs.len()), Cursors::new(rhs.len()));

@@ -45,8 +45,10 @@ pub(crate) struct Context<'q> {
     deadline: Instant,
     ticks: u32,
     pub(crate) subquery_step: i64,
-    query_start: i64,
-    query_end: i64,
+    pub(crate) query_start: i64,
+    pub(crate) query_end: i64,
+    /// The range query's step (0 for an instant query), for `step()`.
+    pub(crate) query_step: i64,
 }
 
 impl<'q> Context<'q> {
@@ -57,6 +59,7 @@ impl<'q> Context<'q> {
         subquery_step: i64,
         query_start: i64,
         query_end: i64,
+        query_step: i64,
     ) -> Self {
         Self {
             querier,
@@ -68,6 +71,7 @@ impl<'q> Context<'q> {
             subquery_step,
             query_start,
             query_end,
+            query_step,
         }
     }
 
@@ -143,9 +147,11 @@ impl Steps {
         self.len
     }
 
-    /// Timestamp of step `i` (`i < len`, so it fits between start and end).
+    /// Timestamp of step `i` (`i < len`, so it lies between start and end; computed wide
+    /// because `step * i` alone may not fit).
     pub(crate) fn ts(&self, i: usize) -> i64 {
-        self.start + self.step * i as i64
+        let t = i128::from(self.start) + i128::from(self.step) * i as i128;
+        i64::try_from(t).unwrap_or(i64::MAX)
     }
 
     pub(crate) fn end(&self) -> i64 {
@@ -154,7 +160,8 @@ impl Steps {
 
     /// Index of the step at timestamp `t` (a point of a step-aligned series).
     pub(crate) fn index(&self, t: i64) -> usize {
-        usize::try_from((t - self.start) / self.step).unwrap_or(0)
+        usize::try_from((i128::from(t) - i128::from(self.start)) / i128::from(self.step))
+            .unwrap_or(0)
     }
 }
 
@@ -165,6 +172,9 @@ pub(crate) struct RangeSource {
     pub(crate) range: i64,
     pub(crate) offset: i64,
     pub(crate) at: Option<i64>,
+    /// Points a subquery's evaluation counted against `max_samples`; the caller releases them
+    /// once the windows are computed (a matrix selector's windows are counted as they open).
+    pub(crate) charged: usize,
 }
 
 /// Evaluates nodes over one set of steps (the query's, or a subquery's).
@@ -378,6 +388,7 @@ impl Evaluator<'_, '_> {
                     range,
                     offset,
                     at,
+                    charged: 0,
                 })
             }
             Expr::Subquery(sq) => self.subquery(sq),
@@ -434,6 +445,7 @@ impl Evaluator<'_, '_> {
             }
         };
         Ok(RangeSource {
+            charged: points(&series),
             series,
             range,
             offset,
@@ -565,9 +577,20 @@ pub(crate) fn run_range(
 pub(crate) struct Out {
     pub(crate) series: Vec<Series>,
     index: HashMap<Labels, usize>,
+    points: usize,
+    /// Points this output may hold before the query is over `max_samples`.
+    room: usize,
 }
 
 impl Out {
+    /// An empty output that fails as soon as it would take the query over `max_samples`.
+    pub(crate) fn new(ctx: &Context<'_>) -> Self {
+        Self {
+            room: ctx.max_samples.saturating_sub(ctx.samples),
+            ..Self::default()
+        }
+    }
+
     /// The output series for `labels`, created on first use.
     pub(crate) fn slot(&mut self, labels: Labels) -> usize {
         if let Some(i) = self.index.get(&labels) {
@@ -590,6 +613,10 @@ impl Out {
         };
         if s.samples.last().is_some_and(|p| p.t == t) {
             return Err(QueryError::exec(DUPLICATE_LABELSET_MSG));
+        }
+        self.points += 1;
+        if self.points > self.room {
+            return Err(QueryError::TooManySamples(TOO_MANY_SAMPLES_MSG.to_owned()));
         }
         s.samples.push(Sample { t, v });
         Ok(())
@@ -773,6 +800,30 @@ pub(crate) fn collect_selectors(
     Ok(())
 }
 
+/// Whether the tree under `expr` is deeper than `budget` levels (stops descending once it is,
+/// so the check itself recurses at most `budget` deep).
+pub(crate) fn deeper_than(expr: &Expr, budget: usize) -> bool {
+    let Some(budget) = budget.checked_sub(1) else {
+        return true;
+    };
+    match expr {
+        Expr::Aggregate(a) => {
+            deeper_than(&a.expr, budget)
+                || a.param.as_deref().is_some_and(|p| deeper_than(p, budget))
+        }
+        Expr::Unary(u) => deeper_than(&u.expr, budget),
+        Expr::Binary(b) => deeper_than(&b.lhs, budget) || deeper_than(&b.rhs, budget),
+        Expr::Paren(p) => deeper_than(&p.expr, budget),
+        Expr::Subquery(s) => deeper_than(&s.expr, budget),
+        Expr::Call(c) => c.args.args.iter().any(|a| deeper_than(a, budget)),
+        Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::VectorSelector(_)
+        | Expr::MatrixSelector(_)
+        | Expr::Extension(_) => false,
+    }
+}
+
 /// What kind of node `expr` is, for error messages.
 pub(crate) fn expr_kind(expr: &Expr) -> &'static str {
     match expr {
@@ -811,5 +862,68 @@ fn system_time_ms(st: &SystemTime) -> i64 {
     match st.duration_since(UNIX_EPOCH) {
         Ok(d) => duration_ms(d),
         Err(e) => -duration_ms(e.duration()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(labels: &[(&str, &str)], points: &[(i64, f64)]) -> Series {
+        Series {
+            labels: Labels::from_pairs(labels.iter().copied()),
+            samples: points.iter().map(|&(t, v)| Sample { t, v }).collect(),
+        }
+    }
+
+    #[test]
+    fn steps_cover_start_to_end() {
+        let s = Steps::new(0, 10, 3, 100).unwrap();
+        assert_eq!((s.len(), s.ts(3), s.end(), s.index(9)), (4, 9, 9, 3));
+        assert!(Steps::new(10, 0, 1, 100).is_err());
+        assert!(Steps::new(0, 10, 0, 100).is_err());
+        assert!(matches!(
+            Steps::new(i64::MIN, i64::MAX, 1, 1000),
+            Err(QueryError::TooManySamples(_))
+        ));
+    }
+
+    #[test]
+    fn merges_series_that_collide_without_overlap() {
+        let m = vec![
+            series(&[("a", "1")], &[(0, 1.0)]),
+            series(&[("a", "2")], &[(0, 2.0)]),
+            series(&[("a", "1")], &[(10, 3.0)]),
+        ];
+        let merged = merge_same_labelset(m).unwrap();
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].samples.len(), 2);
+        let clash = vec![
+            series(&[("a", "1")], &[(0, 1.0)]),
+            series(&[("a", "1")], &[(0, 3.0)]),
+        ];
+        assert_eq!(
+            merge_same_labelset(clash).unwrap_err(),
+            QueryError::exec(DUPLICATE_LABELSET_MSG)
+        );
+    }
+
+    #[test]
+    fn drops_the_name_and_metadata_labels() {
+        let l = Labels::from_pairs([("__name__", "x"), ("__type__", "counter"), ("a", "b")]);
+        assert_eq!(drop_metric_name(&l), Labels::from_pairs([("a", "b")]));
+    }
+
+    #[test]
+    fn output_refuses_two_points_at_one_step() {
+        let mut out = Out {
+            room: 10,
+            ..Out::default()
+        };
+        let a = out.slot(Labels::from_pairs([("a", "1")]));
+        assert_eq!(out.slot(Labels::from_pairs([("a", "1")])), a);
+        out.push(a, 0, 1.0).unwrap();
+        assert!(out.push(a, 0, 2.0).is_err());
+        out.push(a, 10, 2.0).unwrap();
     }
 }

@@ -94,6 +94,19 @@ static FUNCTIONS: &[Function] = &[
     window("last_over_time", |w, _| w.last().map(|p| p.v)),
     window("first_over_time", |w, _| w.first().map(|p| p.v)),
     window("present_over_time", |_, _| Some(1.0)),
+    window("mad_over_time", |w, _| Some(mad_over_time(w))),
+    window("ts_of_first_over_time", |w, _| {
+        w.first().map(|p| p.t as f64 / 1000.0)
+    }),
+    window("ts_of_last_over_time", |w, _| {
+        w.last().map(|p| p.t as f64 / 1000.0)
+    }),
+    window("ts_of_min_over_time", |w, _| {
+        ts_of_best(w, |cur, best| cur <= best || best.is_nan())
+    }),
+    window("ts_of_max_over_time", |w, _| {
+        ts_of_best(w, |cur, best| cur >= best || best.is_nan())
+    }),
     window("stddev_over_time", |w, _| {
         Some(variance_over_time(w).sqrt())
     }),
@@ -141,6 +154,12 @@ static FUNCTIONS: &[Function] = &[
     special("clamp_min"),
     special("clamp_max"),
     special("time"),
+    special("start"),
+    special("end"),
+    special("range"),
+    special("step"),
+    special("min_of"),
+    special("max_of"),
     special("pi"),
     special("vector"),
     special("scalar"),
@@ -218,15 +237,41 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_, '_>, call: &Call) -> Result<Evalu
                 ev.ctx.release(2 * n);
                 Ok(Evaluated::Vector(out))
             }
-            "time" => Ok(Evaluated::Scalar(
-                (0..ev.steps.len())
-                    .map(|i| ev.steps.ts(i) as f64 / 1000.0)
-                    .collect(),
-            )),
-            "pi" => Ok(Evaluated::Scalar(vec![
-                std::f64::consts::PI;
-                ev.steps.len()
-            ])),
+            "time" => {
+                ev.ctx.charge(ev.steps.len())?;
+                Ok(Evaluated::Scalar(
+                    (0..ev.steps.len())
+                        .map(|i| ev.steps.ts(i) as f64 / 1000.0)
+                        .collect(),
+                ))
+            }
+            "start" | "end" | "range" | "step" => {
+                // The query's parameters in seconds (experimental functions in Prometheus).
+                let c = &ev.ctx;
+                let ms = match name {
+                    "start" => c.query_start,
+                    "end" => c.query_end,
+                    "range" => c.query_end.saturating_sub(c.query_start),
+                    _ => c.query_step,
+                };
+                ev.ctx.charge(ev.steps.len())?;
+                Ok(Evaluated::Scalar(vec![ms as f64 / 1000.0; ev.steps.len()]))
+            }
+            "min_of" | "max_of" => {
+                let mut a = ev.eval_scalar(arg(0)?)?;
+                let b = ev.eval_scalar(arg(1)?)?;
+                let f = if name == "min_of" { go_min } else { go_max };
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x = f(*x, *y));
+                ev.ctx.release(b.len());
+                Ok(Evaluated::Scalar(a))
+            }
+            "pi" => {
+                ev.ctx.charge(ev.steps.len())?;
+                Ok(Evaluated::Scalar(vec![
+                    std::f64::consts::PI;
+                    ev.steps.len()
+                ]))
+            }
             "vector" => {
                 let v = ev.eval_scalar(arg(0)?)?;
                 let steps = ev.steps;
@@ -390,7 +435,7 @@ fn eval_window(
             });
         }
     }
-    ev.ctx.release(param.len());
+    ev.ctx.release(param.len() + src.charged);
     check_unique_labelsets(&out)?;
     Ok(Evaluated::Vector(out))
 }
@@ -404,7 +449,7 @@ fn extrapolated_rate(w: &[Sample], c: &Window, is_counter: bool, is_rate: bool) 
         return None;
     }
     let (first, last) = (w.first()?, w.last()?);
-    let range_start = c.end - c.range;
+    let range_start = c.end.saturating_sub(c.range);
     let mut result = last.v - first.v;
     if is_counter {
         for pair in w.windows(2) {
@@ -472,7 +517,7 @@ fn linear_regression(w: &[Sample], intercept_t: i64) -> (f64, f64) {
             const_y = false;
         }
         n += 1.0;
-        let x = (p.t - intercept_t) as f64 / 1e3;
+        let x = p.t.saturating_sub(intercept_t) as f64 / 1e3;
         (sx, cx) = kahan_sum_inc(x, sx, cx);
         (sy, cy) = kahan_sum_inc(p.v, sy, cy);
         (sxy, cxy) = kahan_sum_inc(x * p.v, sxy, cxy);
@@ -561,6 +606,32 @@ fn compare_over_time(w: &[Sample], better: fn(f64, f64) -> bool) -> Option<f64> 
         }
     }
     Some(best)
+}
+
+/// The timestamp (seconds) of the best sample; `better` decides ties (`>=` keeps the last).
+fn ts_of_best(w: &[Sample], better: fn(f64, f64) -> bool) -> Option<f64> {
+    let first = w.first()?;
+    let (mut best, mut t) = (first.v, first.t);
+    for p in w {
+        if better(p.v, best) {
+            best = p.v;
+            t = p.t;
+        }
+    }
+    Some(t as f64 / 1000.0)
+}
+
+/// Median absolute deviation from the median; a NaN sample makes it NaN.
+fn mad_over_time(w: &[Sample]) -> f64 {
+    if w.iter().any(|p| p.v.is_nan()) {
+        return f64::NAN;
+    }
+    let mut values: Vec<f64> = w.iter().map(|p| p.v).collect();
+    let median = quantile(0.5, &mut values);
+    for v in &mut values {
+        *v = (*v - median).abs();
+    }
+    quantile(0.5, &mut values)
 }
 
 fn variance_over_time(w: &[Sample]) -> f64 {
@@ -665,6 +736,7 @@ fn absent_over_time(ev: &mut Evaluator<'_, '_>, arg: &Expr) -> Result<Evaluated,
             Ok(())
         })?;
     }
+    ev.ctx.release(src.charged);
     Ok(Evaluated::Vector(absent_series(ev, arg, &present)?))
 }
 
@@ -866,7 +938,7 @@ fn histogram_quantile(
     }
     let mut buckets: Vec<Vec<Bucket>> = vec![Vec::new(); group_labels.len()];
     let mut slots: Vec<Option<usize>> = vec![None; group_labels.len()];
-    let mut out = Out::default();
+    let mut out = Out::new(ev.ctx);
     let mut cursors = Cursors::new(input.len());
     for step in 0..ev.steps.len() {
         let ts = ev.steps.ts(step);
@@ -1089,8 +1161,12 @@ mod tests {
 
     #[test]
     fn over_time_aggregates() {
-        let w = vec![s(0, 1.0), s(1, 2.0), s(2, 6.0)];
+        let w = vec![s(0, 1.0), s(1000, 2.0), s(2000, 6.0)];
         assert_eq!(avg_over_time(&w), 3.0);
+        // Median 2, deviations 1 0 4: median 1.
+        assert_eq!(mad_over_time(&w), 1.0);
+        assert_eq!(ts_of_best(&w, |c, b| c >= b || b.is_nan()), Some(2.0));
+        assert_eq!(ts_of_best(&w, |c, b| c <= b || b.is_nan()), Some(0.0));
         assert_eq!(sum_over_time(&w), 9.0);
         let nan_first = vec![s(0, f64::NAN), s(1, 2.0)];
         assert_eq!(

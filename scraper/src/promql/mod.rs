@@ -105,9 +105,54 @@ impl QueryError {
     }
 }
 
+/// Most bytes a query may have outside string literals. The parser builds, and drops, the
+/// syntax tree recursively: `a+a+…` with ~16k terms overflows a 2 MiB thread stack, so longer
+/// queries are refused (long regexes inside quotes do not count).
+pub const MAX_QUERY_STRUCTURE_BYTES: usize = 16 * 1024;
+
+/// Deepest syntax tree the evaluator accepts (it recurses once per level); real queries stay
+/// far below.
+pub const MAX_EXPR_DEPTH: usize = 256;
+
 /// Parses a PromQL expression; errors are [`QueryError::BadData`] with the parser's message.
+/// Queries beyond [`MAX_QUERY_STRUCTURE_BYTES`] or [`MAX_EXPR_DEPTH`] are refused.
 pub fn parse(expr: &str) -> Result<Expr, QueryError> {
-    promql_parser::parser::parse(expr).map_err(QueryError::BadData)
+    let structure = structural_len(expr);
+    if structure > MAX_QUERY_STRUCTURE_BYTES {
+        return Err(QueryError::BadData(format!(
+            "query too long: {structure} bytes outside string literals, at most {MAX_QUERY_STRUCTURE_BYTES}"
+        )));
+    }
+    let parsed = promql_parser::parser::parse(expr).map_err(QueryError::BadData)?;
+    if eval::deeper_than(&parsed, MAX_EXPR_DEPTH) {
+        return Err(QueryError::BadData(format!(
+            "query nesting exceeds {MAX_EXPR_DEPTH} levels"
+        )));
+    }
+    Ok(parsed)
+}
+
+/// Length of `s` without the contents of its string literals (`"…"`, `'…'`, `` `…` ``).
+fn structural_len(s: &str) -> usize {
+    let mut n = 0;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        n += c.len_utf8();
+        if matches!(c, '"' | '\'' | '`') {
+            let mut escaped = false;
+            for d in chars.by_ref() {
+                if escaped {
+                    escaped = false;
+                } else if d == '\\' && c != '`' {
+                    escaped = true;
+                } else if d == c {
+                    n += 1;
+                    break;
+                }
+            }
+        }
+    }
+    n
 }
 
 /// Parses a series selector (`up{job="node"}`, as in `match[]` of `/api/v1/series`) into
@@ -174,7 +219,7 @@ impl Engine {
         expr: &Expr,
         t_ms: i64,
     ) -> Result<Value, QueryError> {
-        let mut ctx = self.context(q, t_ms, t_ms);
+        let mut ctx = self.context(q, t_ms, t_ms, 0);
         eval::run_instant(&mut ctx, expr, t_ms)
     }
 
@@ -188,23 +233,7 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<Value, QueryError> {
-        if end_ms < start_ms {
-            return Err(QueryError::BadData(
-                "end timestamp must not be before start time".to_owned(),
-            ));
-        }
-        if step_ms <= 0 {
-            return Err(QueryError::BadData(
-                "zero or negative query resolution step widths are not accepted. Try a positive integer"
-                    .to_owned(),
-            ));
-        }
-        if (end_ms.saturating_sub(start_ms)) / step_ms > MAX_POINTS_PER_SERIES {
-            return Err(QueryError::BadData(
-                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
-                    .to_owned(),
-            ));
-        }
+        check_range(start_ms, end_ms, step_ms)?;
         let parsed = parse(expr)?;
         self.range_expr(q, &parsed, start_ms, end_ms, step_ms)
     }
@@ -218,11 +247,18 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<Value, QueryError> {
-        let mut ctx = self.context(q, start_ms, end_ms);
+        check_range(start_ms, end_ms, step_ms)?;
+        let mut ctx = self.context(q, start_ms, end_ms, step_ms);
         eval::run_range(&mut ctx, expr, start_ms, end_ms, step_ms)
     }
 
-    fn context<'q>(&self, q: &'q dyn Querier, start: i64, end: i64) -> eval::Context<'q> {
+    fn context<'q>(
+        &self,
+        q: &'q dyn Querier,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> eval::Context<'q> {
         eval::Context::new(
             q,
             &self.opts,
@@ -230,6 +266,7 @@ impl Engine {
             duration_ms(self.subquery_step).max(1),
             start,
             end,
+            step,
         )
     }
 }
@@ -238,6 +275,28 @@ impl Default for Engine {
     fn default() -> Self {
         Self::new(EngineOptions::default())
     }
+}
+
+/// The checks Prometheus' API applies to a range query's parameters, with its messages.
+fn check_range(start_ms: i64, end_ms: i64, step_ms: i64) -> Result<(), QueryError> {
+    if end_ms < start_ms {
+        return Err(QueryError::BadData(
+            "end timestamp must not be before start time".to_owned(),
+        ));
+    }
+    if step_ms <= 0 {
+        return Err(QueryError::BadData(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer"
+                .to_owned(),
+        ));
+    }
+    if end_ms.saturating_sub(start_ms) / step_ms > MAX_POINTS_PER_SERIES {
+        return Err(QueryError::BadData(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
+                .to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// A duration in milliseconds, saturating (durations come from parsed queries and options).

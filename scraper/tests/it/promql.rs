@@ -20,6 +20,8 @@ use heimdall_scraper::promql::memstore::MemStore;
 use heimdall_scraper::promql::{Engine, EngineOptions, QueryError, Value, parse};
 use heimdall_scraper::storage::Series;
 use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{AtModifier, Expr};
+use std::time::UNIX_EPOCH;
 
 /// Settings the upstream suite assumes (`NewTestEngine`): 5m lookback, 10,000 samples.
 fn test_engine() -> Engine {
@@ -570,6 +572,30 @@ impl Runner {
                 return;
             }
         }
+        // Second upstream check: pinning every selector to `@ t` gives the same result at
+        // any evaluation time.
+        if let EvalKind::Instant(t) = kind
+            && expect.fail.is_none()
+            && expect.string.is_none()
+            && !TIME_DEPENDENT
+                .iter()
+                .any(|f| expr.contains(&format!("{f}(")))
+            && let Ok(mut pinned) = parse(expr)
+        {
+            pin_at(&mut pinned, t);
+            let times = if t == 0 {
+                vec![-1000, 0, 1000]
+            } else {
+                vec![-10 * t, 0, t / 5, t, 10 * t]
+            };
+            for ts in times {
+                let result = self.engine.instant_expr(&self.store, &pinned, ts);
+                if let Err(why) = self.check(&EvalKind::Instant(ts), &expect, result) {
+                    self.fail(lineno, cmd, format!("@ {t}ms rerun at {ts}ms: {why}"));
+                    return;
+                }
+            }
+        }
         self.counts.passed += 1;
     }
 
@@ -661,6 +687,57 @@ impl Runner {
             }
             (_, other) => Err(format!("unexpected result type: {other:?}")),
         }
+    }
+}
+
+/// Functions whose result depends on the evaluation time itself, not only on the data read.
+const TIME_DEPENDENT: &[&str] = &[
+    "time",
+    "timestamp",
+    "predict_linear",
+    "start",
+    "end",
+    "range",
+    "step",
+    "hour",
+    "minute",
+    "month",
+    "year",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "days_in_month",
+];
+
+/// Adds `@ t` to every selector and subquery that has no `@` (a subquery pinned here is left
+/// alone inside, as in the upstream runner).
+fn pin_at(expr: &mut Expr, t: i64) {
+    let at = || {
+        let d = Duration::from_millis(t.unsigned_abs());
+        AtModifier::At(if t >= 0 {
+            UNIX_EPOCH + d
+        } else {
+            UNIX_EPOCH - d
+        })
+    };
+    match expr {
+        Expr::VectorSelector(vs) if vs.at.is_none() => vs.at = Some(at()),
+        Expr::MatrixSelector(ms) if ms.vs.at.is_none() => ms.vs.at = Some(at()),
+        Expr::Subquery(sq) if sq.at.is_none() => sq.at = Some(at()),
+        Expr::Aggregate(a) => {
+            pin_at(&mut a.expr, t);
+            if let Some(p) = a.param.as_mut() {
+                pin_at(p, t);
+            }
+        }
+        Expr::Unary(u) => pin_at(&mut u.expr, t),
+        Expr::Binary(b) => {
+            pin_at(&mut b.lhs, t);
+            pin_at(&mut b.rhs, t);
+        }
+        Expr::Paren(p) => pin_at(&mut p.expr, t),
+        Expr::Call(c) => c.args.args.iter_mut().for_each(|a| pin_at(a, t)),
+        _ => {}
     }
 }
 
@@ -928,4 +1005,211 @@ fn runner_parses_the_script_language() {
     assert!(!almost_equal(1.0, 1.001));
     assert!(almost_equal(f64::NAN, f64::NAN));
     assert!(!almost_equal(stale_nan(), f64::NAN));
+}
+
+fn one_series_store(samples: usize) -> MemStore {
+    let mut m = MemStore::new();
+    let l = Labels::from_pairs([("__name__", "up"), ("job", "node")]);
+    for k in 0..samples {
+        m.add(&l, k as i64 * 15_000, 1.0);
+    }
+    m
+}
+
+#[test]
+fn api_errors_carry_prometheus_types_and_messages() {
+    let store = one_series_store(10);
+    let engine = test_engine();
+
+    let e = engine.instant(&store, "up +", 0).unwrap_err();
+    assert!(matches!(e, QueryError::BadData(_)), "{e:?}");
+    assert_eq!(e.error_type(), "bad_data");
+
+    let e = engine.range(&store, "up", 0, 11_001_000, 1000).unwrap_err();
+    assert_eq!(
+        e,
+        QueryError::BadData(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
+                .to_owned()
+        )
+    );
+    assert!(engine.range(&store, "up", 0, 11_000_000, 1000).is_ok());
+    let e = engine.range(&store, "up", 0, 1000, 0).unwrap_err();
+    assert_eq!(e.error_type(), "bad_data");
+    let e = engine.range(&store, "up", 1000, 0, 10).unwrap_err();
+    assert_eq!(e.to_string(), "end timestamp must not be before start time");
+    let e = engine.range(&store, "up[5m]", 0, 1000, 10).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector"
+    );
+
+    let e = engine.instant(&store, "limitk(1, up)", 0).unwrap_err();
+    assert!(matches!(e, QueryError::Unsupported(_)), "{e:?}");
+    assert_eq!(e.error_type(), "execution");
+
+    let e = engine
+        .instant(&store, r#"count_values("", up)"#, 0)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        QueryError::Execution("invalid label name \"\"".to_owned())
+    );
+    assert_eq!(e.error_type(), "execution");
+}
+
+#[test]
+fn max_samples_stops_a_query() {
+    let store = one_series_store(100);
+    let small = Engine::new(EngineOptions {
+        lookback_delta: Duration::from_secs(300),
+        max_samples: 50,
+        timeout: Duration::from_secs(60),
+    });
+    // 100 steps of one series: 100 samples in memory.
+    let e = small
+        .range(&store, "up", 0, 99 * 15_000, 15_000)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        QueryError::TooManySamples(
+            "query processing would load too many samples into memory in query execution"
+                .to_owned()
+        )
+    );
+    assert_eq!(e.error_type(), "execution");
+    // A window of 100 samples is too many as well.
+    assert!(
+        small
+            .instant(&store, "count_over_time(up[1h])", 99 * 15_000)
+            .is_err()
+    );
+    // 40 steps fit.
+    assert!(small.range(&store, "up", 0, 39 * 15_000, 15_000).is_ok());
+    // A subquery with more steps than max_samples is refused before it allocates.
+    assert!(
+        small
+            .instant(&store, "max_over_time(vector(1)[1y:1s])", 0)
+            .is_err()
+    );
+}
+
+#[test]
+fn deadline_times_a_query_out() {
+    let store = one_series_store(10);
+    let engine = Engine::new(EngineOptions {
+        timeout: Duration::ZERO,
+        ..EngineOptions::default()
+    });
+    let e = engine.instant(&store, "sum(up)", 0).unwrap_err();
+    assert_eq!(
+        e,
+        QueryError::Timeout("query timed out in query execution".to_owned())
+    );
+    assert_eq!(e.error_type(), "timeout");
+}
+
+#[test]
+fn result_shapes() {
+    let store = one_series_store(10);
+    let engine = test_engine();
+    assert_eq!(
+        engine.instant(&store, "1 + 1", 5000).unwrap(),
+        Value::Scalar { t: 5000, v: 2.0 }
+    );
+    assert_eq!(
+        engine.instant(&store, "\"hi\"", 5000).unwrap(),
+        Value::String {
+            t: 5000,
+            v: "hi".to_owned()
+        }
+    );
+    let Value::Vector(v) = engine.instant(&store, "up", 20_000).unwrap() else {
+        panic!("not a vector")
+    };
+    // An instant vector carries the evaluation time, not the sample's.
+    assert_eq!((v.len(), v[0].t, v[0].v), (1, 20_000, 1.0));
+    let Value::Matrix(m) = engine.instant(&store, "up[30s]", 30_000).unwrap() else {
+        panic!("not a matrix")
+    };
+    // Raw samples in (0s, 30s]: 15s and 30s.
+    assert_eq!(
+        m[0].samples.iter().map(|s| s.t).collect::<Vec<_>>(),
+        [15_000, 30_000]
+    );
+    let Value::Matrix(m) = engine.range(&store, "time()", 0, 30_000, 15_000).unwrap() else {
+        panic!("not a matrix")
+    };
+    assert!(m[0].labels.is_empty());
+    assert_eq!(
+        m[0].samples.iter().map(|s| s.v).collect::<Vec<_>>(),
+        [0.0, 15.0, 30.0]
+    );
+}
+
+#[test]
+fn selectors_and_series_matchers() {
+    use heimdall_scraper::promql::{parse_selector, selectors};
+    let m = parse_selector(r#"up{job="node", instance=~"a.*"}"#).unwrap();
+    let shown: Vec<String> = m.iter().map(|m| m.to_string()).collect();
+    assert_eq!(
+        shown,
+        [r#"__name__="up""#, r#"job="node""#, r#"instance=~"a.*""#]
+    );
+    assert!(parse_selector("rate(up[5m])").is_err());
+    assert!(parse_selector(r#"{job=~".*"}"#).is_err());
+    let expr = parse("sum(rate(a[5m])) / on() b offset 1m").unwrap();
+    let all = selectors(&expr).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1][0].to_string(), r#"__name__="b""#);
+}
+
+/// Hostile queries fail cleanly: no panic, no stack overflow, no huge allocation.
+#[test]
+fn hostile_queries_fail_cleanly() {
+    let store = one_series_store(10);
+    let engine = test_engine();
+    let deep_parens = format!("{}up{}", "(".repeat(5000), ")".repeat(5000));
+    let long_chain = vec!["up"; 5000].join(" + ");
+    let too_long = vec!["up"; 9000].join("+");
+    let long_regex = format!("up{{job=~\"{}\"}}", vec!["node"; 20_000].join("|"));
+    let queries = [
+        deep_parens.as_str(),
+        long_chain.as_str(),
+        too_long.as_str(),
+        long_regex.as_str(),
+        "up @ 1e300",
+        "up @ -1e300",
+        "up offset 100000y",
+        "up offset -100000y",
+        "rate(up[100000y])",
+        "max_over_time(up[100000y:1ms])",
+        "sum_over_time(up[10y:1ms] @ -1e18)",
+        "topk(1e300, up)",
+        "topk(-1e300, up)",
+        "quantile(NaN, up)",
+        "histogram_quantile(NaN, up)",
+        "label_replace(up, \"a\", \"$1$2$99\", \"job\", \"(.*)\")",
+        "year(up * 1e300)",
+        "hour(-up * 1e300)",
+        "round(up, 0)",
+        "up{job=~\"a{b}\"}",
+        "count_values(\"x\", up / 0)",
+    ];
+    for q in queries {
+        let _ = engine.instant(&store, q, 0);
+        let _ = engine.instant(&store, q, i64::MAX);
+        let _ = engine.instant(&store, q, i64::MIN);
+        let _ = engine.range(&store, q, i64::MIN, i64::MAX, i64::MAX);
+        let _ = engine.range(&store, q, 0, 100_000, 1);
+    }
+    assert!(matches!(
+        engine.instant(&store, &too_long, 0),
+        Err(QueryError::BadData(_))
+    ));
+    assert!(matches!(
+        engine.instant(&store, &deep_parens, 0),
+        Err(QueryError::BadData(_))
+    ));
+    assert!(engine.instant(&store, &long_regex, 0).is_ok());
 }
