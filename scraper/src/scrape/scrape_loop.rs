@@ -543,8 +543,12 @@ fn align(aligned: &mut Option<i64>, t: i64, interval_ms: i64) -> i64 {
     if interval_ms <= 0 {
         return t;
     }
-    if t - *a >= interval_ms {
-        *a += (t - *a) / interval_ms * interval_ms;
+    // The nearest expected time, not the last one passed: tokio's millisecond timer fires a
+    // tick a millisecond early about as often as late, and rounding down left such a target
+    // unaligned for good (every later tick then looked 1 ms early).
+    let ticks = (t - *a + interval_ms / 2).div_euclid(interval_ms);
+    if ticks > 0 {
+        *a += ticks * interval_ms;
     }
     let tolerance = (interval_ms / 100).min(TIMESTAMP_TOLERANCE_MS);
     if (t - *a).abs() <= tolerance { *a } else { t }
@@ -573,11 +577,16 @@ pub async fn run(
     let mut aligned: Option<i64> = None;
     let interval_ms = interval.as_millis() as i64;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
+        let due = tokio::select! {
+            due = ticker.tick() => due,
             () = stop.cancelled() => break,
-        }
-        let t = align(&mut aligned, now_ms(), interval_ms);
+        };
+        let now = now_ms();
+        // Align on when the first tick was due, not on when it ran: at start a thousand
+        // loops and their first, series-creating scrapes run at once, and a first scrape
+        // 10 ms late left the target unaligned for good.
+        aligned.get_or_insert(now - due.elapsed().as_millis() as i64);
+        let t = align(&mut aligned, now, interval_ms);
         let began = Instant::now();
         let fetched = tokio::select! {
             r = fetch(&client, &target, &opts, &mut body) => r,
@@ -821,5 +830,8 @@ mod tests {
             "3 ms is beyond the 2 ms tolerance"
         );
         assert_eq!(align(&mut a, 61_002, 15_000), 61_000, "a skipped tick");
+        assert_eq!(align(&mut a, 75_999, 15_000), 76_000, "a tick 1 ms early");
+        assert_eq!(align(&mut a, 90_999, 15_000), 91_000, "and the next one");
+        assert_eq!(align(&mut a, 106_001, 15_000), 106_000, "and one late");
     }
 }
