@@ -178,7 +178,7 @@ fn put_value(out: &mut Vec<u8>, n: u64, s: &SeriesDef, t: u64) {
     match s.kind {
         0..=4 => {
             // Integer counter: a fifth never move, the others at 1 to 10^4 per tick.
-            let rate = if r % 5 == 0 {
+            let rate = if r.is_multiple_of(5) {
                 0
             } else {
                 1 + (r >> 8) % 10u64.pow(((r >> 4) % 5) as u32)
@@ -217,7 +217,16 @@ fn render_target(out: &mut Vec<u8>, n: u64, defs: &[SeriesDef], t: u64) {
 }
 
 const MODES: [&str; 10] = [
-    "user", "system", "idle", "iowait", "irq", "softirq", "steal", "nice", "guest", "guest_nice",
+    "user",
+    "system",
+    "idle",
+    "iowait",
+    "irq",
+    "softirq",
+    "steal",
+    "nice",
+    "guest",
+    "guest_nice",
 ];
 
 fn render_backfill(o: &Opts, n: u64, step: u64, anchor_ms: u64) -> Vec<u8> {
@@ -311,7 +320,11 @@ fn renderer(st: Arc<State>) {
 }
 
 fn stats_json(st: &State) -> Vec<u8> {
-    let snap = st.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let snap = st
+        .snapshot
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let mut s = format!(
         "{{\"tick\":{},\"targets\":{},\"series\":{},\"body_bytes_target0\":{},\"render_ms\":{:.1},\"renders\":{},\
          \"main_scrapes\":{},\"main_bytes\":{},\"bf_scrapes\":{},\"not_found\":{},\"connections\":{},\"bf\":{{",
@@ -359,7 +372,11 @@ fn route(st: &State, path: &str) -> (u16, &'static str, Body) {
             if let Ok(n) = n.parse::<usize>()
                 && n < st.opts.targets
             {
-                let snap = st.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let snap = st
+                    .snapshot
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
                 st.main_scrapes.fetch_add(1, Ordering::Relaxed);
                 st.main_bytes
                     .fetch_add(snap.bodies[n].len() as u64, Ordering::Relaxed);
@@ -386,7 +403,11 @@ fn route(st: &State, path: &str) -> (u16, &'static str, Body) {
                     (k.min(o.bf_steps - 1), b.anchor_ms)
                 };
                 st.bf_scrapes.fetch_add(1, Ordering::Relaxed);
-                return (200, TEXT, Body::Owned(render_backfill(o, n as u64, step, anchor)));
+                return (
+                    200,
+                    TEXT,
+                    Body::Owned(render_backfill(o, n as u64, step, anchor)),
+                );
             }
         }
         ["", "stats"] => return (200, "application/json", Body::Owned(stats_json(st))),
@@ -486,7 +507,9 @@ fn main() {
     }
     println!(
         "listening on {}",
-        listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string())
+        listener
+            .local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string())
     );
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
