@@ -564,6 +564,23 @@ fn range(p: &Params) -> Result<(i64, i64), ApiError> {
     Ok((start, end))
 }
 
+/// The sorted union of `lookup` over every `match[]` set.
+fn union_over<T: Ord>(
+    sets: &[Vec<Matcher>],
+    lookup: impl Fn(&[Matcher]) -> Result<Vec<T>, crate::storage::StorageError>,
+) -> Result<std::collections::BTreeSet<T>, QueryError> {
+    let mut all = std::collections::BTreeSet::new();
+    for m in sets {
+        all.extend(lookup(m).map_err(|e| QueryError::Execution(e.to_string()))?);
+    }
+    Ok(all)
+}
+
+/// No `match[]` means every series: one empty matcher set.
+fn or_all(sets: Vec<Vec<Matcher>>) -> Vec<Vec<Matcher>> {
+    if sets.is_empty() { vec![vec![]] } else { sets }
+}
+
 async fn series(
     State(st): State<Arc<ApiState>>,
     method: Method,
@@ -580,14 +597,7 @@ async fn series(
     let limit = p.limit()?;
     let querier = st.querier.clone();
     let found = evaluate(&st, move || {
-        let mut all = std::collections::BTreeSet::new();
-        for m in &sets {
-            let s = querier
-                .series(m, start, end)
-                .map_err(|e| QueryError::Execution(e.to_string()))?;
-            all.extend(s);
-        }
-        Ok(all)
+        union_over(&sets, |m| querier.series(m, start, end))
     })
     .await?;
     let mut out = String::from("[");
@@ -617,15 +627,7 @@ async fn labels(
     let limit = p.limit()?;
     let querier = st.querier.clone();
     let names = evaluate(&st, move || {
-        let mut all = std::collections::BTreeSet::new();
-        let sets = if sets.is_empty() { vec![vec![]] } else { sets };
-        for m in &sets {
-            let n = querier
-                .label_names(m, start, end)
-                .map_err(|e| QueryError::Execution(e.to_string()))?;
-            all.extend(n);
-        }
-        Ok(all)
+        union_over(&or_all(sets), |m| querier.label_names(m, start, end))
     })
     .await?;
     let names: Vec<&String> = names
@@ -653,15 +655,9 @@ async fn label_values(
     let limit = p.limit()?;
     let querier = st.querier.clone();
     let values = evaluate(&st, move || {
-        let mut all = std::collections::BTreeSet::new();
-        let sets = if sets.is_empty() { vec![vec![]] } else { sets };
-        for m in &sets {
-            let v = querier
-                .label_values(&name, m, start, end)
-                .map_err(|e| QueryError::Execution(e.to_string()))?;
-            all.extend(v);
-        }
-        Ok(all)
+        union_over(&or_all(sets), |m| {
+            querier.label_values(&name, m, start, end)
+        })
     })
     .await?;
     let values: Vec<&String> = values

@@ -904,6 +904,35 @@ impl Querier for Tsdb {
         Ok(out)
     }
 
+    /// The label sets of matching series with data in the range, by chunk time ranges:
+    /// no sample is decoded (`/api/v1/series` over a long range stays cheap).
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Labels>, StorageError> {
+        if matchers.iter().all(Matcher::matches_empty) {
+            return Err(StorageError::Query(
+                "at least one matcher must not match the empty string".into(),
+            ));
+        }
+        if mint > maxt {
+            return Ok(Vec::new());
+        }
+        let mut out: Vec<Labels> = self
+            .select_ids(matchers)
+            .into_iter()
+            .filter_map(|id| {
+                self.head
+                    .with_series(id, |s| s.overlaps(mint, maxt).then(|| s.labels.clone()))
+                    .flatten()
+            })
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
     /// Without matchers, the names come from the index when the head overlaps the range
     /// (as Prometheus' head does); with matchers, from the matching series that hold data
     /// in the range (by chunk time ranges).

@@ -178,6 +178,20 @@ fn select_sorts_filters_and_lists_labels() {
             .len(),
         1
     );
+    // `series` gives the same label sets as `select` without decoding samples.
+    for (mint, maxt) in [(0, 10_000), (2000, 10_000), (6000, 10_000)] {
+        let via_select: Vec<Labels> = db
+            .select(std::slice::from_ref(&up), mint, maxt)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.labels)
+            .collect();
+        assert_eq!(
+            db.series(std::slice::from_ref(&up), mint, maxt).unwrap(),
+            via_select,
+            "{mint}..{maxt}"
+        );
+    }
     let no_x = Matcher::new(MatchOp::Equal, "x", "").unwrap();
     assert_eq!(
         db.select(&[up.clone(), no_x.clone()], 0, 10_000)
