@@ -2,8 +2,8 @@
 """Runs the same PromQL queries against two Prometheus-API servers and compares the results.
 
 usage: compare_promql.py OURS_URL PROMETHEUS_URL
-Instant queries at one time T and range queries over [T-10s, T] (step 2 s), T a 2-second
-bucket 3 s in the past. Same series (label sets) and values within 1e-9 relative. Prints one
+Instant queries at one time T and range queries over [T-10s, T] (step 2 s), T an odd second
+(between two samples) 3 s in the past. Same series (label sets) and values within 1e-9 relative. Prints one
 line per query and exits 1 if any differs.
 """
 import json
@@ -101,7 +101,10 @@ def compare(q, ours, prom):
 
 def main():
     ours, prom = sys.argv[1], sys.argv[2]
-    t = (int(time.time()) - 3) // 2 * 2
+    # Samples sit on even seconds; evaluating at odd seconds keeps every window edge off a
+    # sample, so Prometheus 2.x's closed ranges ([t-r, t]) and 3.x's left-open ones (ours,
+    # (t-r, t]) select the same samples and the comparison tests evaluation, not the edge rule.
+    t = (int(time.time()) - 4) // 2 * 2 + 1
     failed = 0
     for q in QUERIES:
         for kind, path, params in (
